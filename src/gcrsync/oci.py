@@ -6,6 +6,7 @@ input becomes a ManifestError with a clear message instead of a KeyError deep in
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -172,14 +173,6 @@ def parse_manifest(raw: bytes, header_type: str | None = None, expected_digest: 
     """Parse and validate manifest bytes; verify them against expected_digest when given."""
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"manifest is {len(raw)} bytes, over the 4 MiB limit")
-    if expected_digest is not None:
-        algo = validate_digest(expected_digest, "requested digest").split(":", 1)[0]
-        actual = digest_of(raw, algo)
-        if actual != expected_digest:
-            raise ManifestError(f"manifest bytes hash to {actual[:19]}…, not the requested {expected_digest[:19]}…")
-        digest = expected_digest
-    else:
-        digest = sha256_digest(raw)
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -187,6 +180,16 @@ def parse_manifest(raw: bytes, header_type: str | None = None, expected_digest: 
     if not isinstance(doc, dict):
         raise ManifestError("manifest is not a JSON object")
     media_type = _detect_media_type(doc, header_type)
+    # A signed schema1 manifest's digest covers the payload without its signatures.
+    hashed = schema1_payload(raw, doc) if media_type in SCHEMA1_TYPES and "signatures" in doc else raw
+    if expected_digest is not None:
+        algo = validate_digest(expected_digest, "requested digest").split(":", 1)[0]
+        actual = digest_of(hashed, algo)
+        if actual != expected_digest:
+            raise ManifestError(f"manifest bytes hash to {actual[:19]}…, not the requested {expected_digest[:19]}…")
+        digest = expected_digest
+    else:
+        digest = sha256_digest(hashed)
     if media_type not in MANIFEST_TYPES:
         raise ManifestError(f"unknown manifest media type {media_type[:100]!r}")
     children: list[Descriptor] = []
@@ -227,6 +230,21 @@ def parse_manifest(raw: bytes, header_type: str | None = None, expected_digest: 
         subject=subject,
         extra=doc,
     )
+
+
+def schema1_payload(raw: bytes, doc: dict[str, Any]) -> bytes:
+    """The signed part of a libtrust JWS ("pretty signature"): raw[:formatLength] + formatTail."""
+    try:
+        protected = doc["signatures"][0]["protected"]
+        header = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
+        length = int(header["formatLength"])
+        tail_text = header["formatTail"]
+        tail = base64.urlsafe_b64decode(tail_text + "=" * (-len(tail_text) % 4))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ManifestError(f"schema1 manifest has a malformed signature: {type(exc).__name__}") from None
+    if not 0 < length <= len(raw):
+        raise ManifestError("schema1 manifest signature has an impossible formatLength")
+    return raw[:length] + tail
 
 
 def filter_index(index: Manifest, platforms: list[Platform]) -> Manifest:

@@ -1,1 +1,27 @@
-"""ledger layer."""
+"""The metadata repository: per-namespace JSON ledgers, the CHANGELOG, and git."""
+
+from __future__ import annotations
+
+from gcrsync.ledger.changelog import Added, Failed, Removed, RunChanges, Updated, prepend, render_block
+from gcrsync.ledger.git import Git, strip_userinfo
+from gcrsync.ledger.metadata import MetadataRepo, PushFailed, default_metadata_dir
+from gcrsync.ledger.store import FORMAT, Entry, Ledger, LedgerStore
+
+__all__ = [
+    "FORMAT",
+    "Added",
+    "Entry",
+    "Failed",
+    "Git",
+    "Ledger",
+    "LedgerStore",
+    "MetadataRepo",
+    "PushFailed",
+    "Removed",
+    "RunChanges",
+    "Updated",
+    "default_metadata_dir",
+    "prepend",
+    "render_block",
+    "strip_userinfo",
+]

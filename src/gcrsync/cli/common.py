@@ -1,0 +1,131 @@
+"""What every command shares: logging, error handling, progress output and the run's registry client."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from gcrsync.errors import GcrsyncError
+from gcrsync.registry.client import RegistryClient
+from gcrsync.registry.credentials import CredentialStore
+from gcrsync.registry.transport import Transport, TransportOptions
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+stderr = Console(stderr=True)
+log = logging.getLogger("gcrsync")
+
+
+def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    root = logging.getLogger("gcrsync")
+    root.handlers.clear()
+    if stderr.is_terminal:
+        handler: logging.Handler = RichHandler(console=stderr, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run an async command body; turn our errors into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(func(*args, **kwargs))
+        except GcrsyncError as exc:
+            stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            raise SystemExit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            stderr.print("[red]interrupted[/red]")
+            raise SystemExit(130) from None
+
+    return wrapper
+
+
+def escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+def transport_options(timeout: float, proxy: str | None) -> TransportOptions:
+    return TransportOptions(connect_timeout=timeout, read_timeout=max(timeout * 6, 60.0), proxy=proxy)
+
+
+@asynccontextmanager
+async def registry_client(
+    options: TransportOptions, credentials: CredentialStore | None = None
+) -> AsyncIterator[RegistryClient]:
+    async with Transport(options) as transport:
+        yield RegistryClient(transport, credentials or CredentialStore())
+
+
+class ByteProgress:
+    """A rich progress bar (bytes, speed, ETA) on a terminal; nothing otherwise (log lines suffice)."""
+
+    def __init__(self, description: str, total: int | None = None) -> None:
+        self.enabled = stderr.is_terminal
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self.description = description
+        self.total = total
+
+    def __enter__(self) -> ByteProgress:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=stderr,
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.description, total=self.total)
+        return self
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, n)
+
+    def add_total(self, n: int) -> None:
+        if self._progress is not None and self._task is not None:
+            task = self._progress.tasks[0]
+            self._progress.update(self._task, total=(task.total or 0) + n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def fail(message: str, code: int = 2) -> None:
+    raise click.UsageError(message) if code == 2 else SystemExit(code)
+
+
+def stdout_line(text: str) -> None:
+    """Results go to stdout (scripts read them); logs and progress go to stderr."""
+    click.echo(text)

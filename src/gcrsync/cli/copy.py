@@ -1,0 +1,77 @@
+"""`gcrsync copy SRC DST`: copy one image (all platforms by default), digests preserved."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from gcrsync.cli.common import ByteProgress, registry_client, run_async, stdout_line, transport_options
+from gcrsync.engine.blobs import BlobMover
+from gcrsync.engine.copy import CopyOptions, copy_image, first_error
+from gcrsync.engine.endpoints import open_store, ref_of
+from gcrsync.errors import GcrsyncError
+from gcrsync.oci import Platform
+from gcrsync.reference import Reference, parse_location
+
+log = logging.getLogger("gcrsync")
+
+
+@click.command("copy")
+@click.argument("source")
+@click.argument("destination")
+@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
+              help="Copy only these platforms of a multi-arch image (repeatable); the index is rewritten.")
+@click.option("-j", "--jobs", default=4, show_default=True, help="Blobs transferred at once.")
+@click.option("--timeout", default=10.0, show_default=True, help="Connect timeout in seconds (idle read: 6x).")
+@click.option("--proxy", default=None, help="HTTP(S) proxy URL for registry traffic.")
+@click.option("--force", is_flag=True, help="Push even if the destination already has this digest.")
+@run_async
+async def copy_command(
+    source: str, destination: str, platforms: tuple[str, ...], jobs: int, timeout: float, proxy: str | None,
+    force: bool,
+) -> None:
+    """Copy one image from SOURCE to DESTINATION.
+
+    Both are image references (`registry/repo:tag`, `repo@sha256:...`) or OCI layouts (`oci:PATH[:TAG]`).
+    A destination without a tag takes the source's tag.
+
+    \b
+    Examples:
+      gcrsync copy registry.k8s.io/pause:3.9 localhost:5000/mirror/pause:3.9
+      gcrsync copy localhost:5000/app:v1 oci:./out:v1 --platform linux/amd64
+    """
+    src_loc = parse_location(source)
+    dst_loc = parse_location(destination)
+    src_ref = ref_of(src_loc)
+    default_tag = src_ref if ":" not in src_ref else "latest"
+    if isinstance(dst_loc, Reference) and dst_loc.tag is None and dst_loc.digest is None:
+        dst_ref = default_tag
+    else:
+        dst_ref = ref_of(dst_loc, default_tag)
+    wanted = [Platform.parse(p) for p in platforms]
+    async with registry_client(transport_options(timeout, proxy)) as client:
+        src = open_store(client, src_loc, create=False)
+        dst = open_store(client, dst_loc, create=True)
+        with ByteProgress(f"{source} → {destination}") as progress:
+            mover = BlobMover(jobs, on_bytes=progress.advance)
+
+
+            try:
+                result = await copy_image(src, src_ref, dst, dst_ref, mover, CopyOptions(wanted, force))
+            except BaseException as exc:  # TaskGroup wraps failures in groups: surface the first one
+                inner = first_error(exc)
+                if isinstance(inner, GcrsyncError):
+                    raise inner from None
+                raise
+    if result.state == "unchanged":
+        stdout_line(f"unchanged {result.target} {result.digest}")
+        return
+    extra = ""
+    if result.digest != result.source_digest:
+        extra = f" (filtered from {result.source_digest} to {', '.join(result.platforms)})"
+    stdout_line(
+        f"copied {result.source} → {result.target} {result.digest}{extra}: "
+        f"{result.blobs_copied} blobs copied ({result.bytes_copied} bytes), {result.blobs_mounted} mounted, "
+        f"{result.blobs_skipped} already present"
+    )

@@ -1,0 +1,175 @@
+"""The YAML configuration (`gcrsync sync -c gcrsync.yaml`), validated with line-aware errors.
+
+PyYAML's safe_load gives the data; its node tree (compose) gives line numbers, so a pydantic error at
+`sync.1.tags.latest` is reported as `gcrsync.yaml:14: sync[1].tags.latest: ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gcrsync.errors import ConfigError
+
+Naming = str  # "flatten" | "preserve" | "prefix" | a template with {registry} {namespace} {path} {name}
+Discovery = Literal["auto", "gcr", "catalog", "dockerhub", "quay", "list"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TagsConfig(_Model):
+    include: list[str] = Field(default_factory=list, description="full-match regexes; empty = all tags")
+    exclude: list[str] = Field(default_factory=list)
+    semver: str | None = None
+    latest: int | None = Field(default=None, ge=1)
+    include_digest_tags: bool = False
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+        return value
+
+
+class RegistryConfig(_Model):
+    username_env: str | None = Field(default=None, description="name of the env var holding the user")
+    password_env: str | None = Field(default=None, description="name of the env var holding the password")
+    username: str | None = None
+    password: str | None = None  # allowed, but the file is then checked for world-readability
+    insecure: bool = False
+    requests_per_second: float | None = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    chunked_upload: bool = False
+
+
+class Defaults(_Model):
+    jobs: int = Field(default=4, ge=1, le=64)
+    query_jobs: int = Field(default=8, ge=1, le=128)
+    naming: Naming = "flatten"
+    platforms: list[str] = Field(default_factory=list)
+    tags: TagsConfig = Field(default_factory=TagsConfig)
+    trust_ledger: bool = False
+    prune: bool = False
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class SyncEntry(_Model):
+    source: str
+    discovery: Discovery = "auto"
+    repositories: list[str] = Field(default_factory=list)
+    tags: TagsConfig | None = None
+    naming: Naming | None = None
+    platforms: list[str] | None = None
+    target: str | None = None
+
+
+class MetadataConfig(_Model):
+    location: str | None = None
+    branch: str | None = None
+    author_name: str = "gcrsync"
+    author_email: str = "gcrsync@localhost"
+    message: str = "gcrsync: mirror update"
+    username_env: str | None = None
+    token_env: str | None = None
+
+
+class Config(_Model):
+    version: Literal[1] = 1
+    defaults: Defaults = Field(default_factory=Defaults)
+    registries: dict[str, RegistryConfig] = Field(default_factory=dict)
+    target: str | None = None
+    sync: list[SyncEntry] = Field(default_factory=list)
+    metadata: MetadataConfig = Field(default_factory=MetadataConfig)
+    proxy: str | None = None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    nxt = value
+                    line = key.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _loc_text(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_config(text: str, name: str = "<config>") -> Config:
+    try:
+        data: Any = yaml.safe_load(text)
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: the top level must be a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        line = _line_of(tree, loc)
+        where = f"{name}:{line}" if line else name
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{where}: {_loc_text(loc) or 'config'}: {err['msg']}{more}") from None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not UTF-8 text") from None
+    config = parse_config(text, str(path))
+    if any(r.password for r in config.registries.values()):
+        _warn_if_world_readable(path)
+    return config
+
+
+def _warn_if_world_readable(path: Path) -> None:
+    import logging
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o004:
+        logging.getLogger("gcrsync").warning(
+            "%s holds a password and is world-readable: chmod 600 it, or use password_env", path
+        )
+
+
+def env_value(name: str | None) -> str | None:
+    return os.environ.get(name) if name else None

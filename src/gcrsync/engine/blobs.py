@@ -1,0 +1,159 @@
+"""Run-wide blob work: verify while streaming, fetch each blob from the source once, mount it elsewhere.
+
+A layer shared by ten target repositories is pulled once; the other nine get a cross-repository mount
+(or see it already present). Concurrent requests for the same blob wait for the one already in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from gcrsync.errors import DigestMismatch, GcrsyncError
+from gcrsync.oci import Descriptor, new_hasher
+from gcrsync.store import ImageStore
+
+if TYPE_CHECKING:
+    from gcrsync.engine.copy import ImageResult
+
+log = logging.getLogger("gcrsync.blobs")
+
+
+def domain_of(store: ImageStore) -> str:
+    """Stores in one domain can mount from each other (same registry host, or same layout)."""
+    host = getattr(store, "host", None)
+    return host if isinstance(host, str) else store.name
+
+
+async def verified(
+    chunks: AsyncIterator[bytes],
+    desc: Descriptor,
+    on_bytes: Callable[[int], None] | None = None,
+    failures: list[DigestMismatch] | None = None,
+) -> AsyncIterator[bytes]:
+    """Pass chunks through, checking size and digest; the last chunk is held back until both verify.
+
+    Holding it back means a bad blob never reaches the target as a complete upload: the request is cut
+    short instead of being committed (the registry would refuse it too, but a layout or a lax registry
+    should not have to). The HTTP stack may wrap an exception raised inside a request body, so the
+    mismatch is also appended to `failures` for the caller to re-raise as it is.
+    """
+
+    def fail(message: str) -> DigestMismatch:
+        err = DigestMismatch(message)
+        if failures is not None:
+            failures.append(err)
+        return err
+
+    hasher = new_hasher(desc.digest)
+    total = 0
+    pending: bytes | None = None
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        total += len(chunk)
+        if 0 <= desc.size < total:
+            raise fail(f"blob {desc.digest[:19]}… is larger than its descriptor's {desc.size} bytes")
+        hasher.update(chunk)
+        if pending is not None:
+            yield pending
+            if on_bytes:
+                on_bytes(len(pending))
+        pending = chunk
+    if desc.size >= 0 and total != desc.size:
+        raise fail(f"blob {desc.digest[:19]}… has {total} bytes, its descriptor says {desc.size}")
+    actual = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+    if actual != desc.digest:
+        raise fail(f"blob {desc.digest[:19]}… from the source hashes to {actual[:19]}…: refused")
+    if pending is not None:
+        yield pending
+        if on_bytes:
+            on_bytes(len(pending))
+
+
+class BlobMover:
+    """Shared by every image copy of a run."""
+
+    def __init__(self, jobs: int = 4, on_bytes: Callable[[int], None] | None = None) -> None:
+        self._transfers = asyncio.Semaphore(max(1, jobs))
+        self.on_bytes = on_bytes
+        self._present: set[tuple[str, str]] = set()  # (store name, digest) known present at the target
+        self._holders: dict[tuple[str, str], list[ImageStore]] = {}  # (domain, digest) → stores holding it
+        self._inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}
+        self.bytes_pulled = 0
+        self.pulls: dict[str, int] = {}  # digest → times fetched from a source (tests, bench, reports)
+
+    def _remember(self, store: ImageStore, digest: str) -> None:
+        self._present.add((store.name, digest))
+        holders = self._holders.setdefault((domain_of(store), digest), [])
+        if all(h.name != store.name for h in holders):
+            holders.append(store)
+
+    async def ensure(self, desc: Descriptor, src: ImageStore, dst: ImageStore, result: ImageResult) -> None:
+        """Make sure dst holds desc's blob: skip if present, mount if a sibling holds it, else copy."""
+        if (dst.name, desc.digest) in self._present:
+            result.blobs_skipped += 1
+            return
+        key = (domain_of(dst), desc.digest)
+        leader = self._inflight.get(key)
+        if leader is not None:
+            with contextlib.suppress(GcrsyncError):  # if the leader failed, we try on our own below
+                await asyncio.shield(leader)
+            if (dst.name, desc.digest) in self._present:
+                result.blobs_skipped += 1
+                return
+        else:
+            future: asyncio.Future[ImageStore] = asyncio.get_running_loop().create_future()
+            self._inflight[key] = future
+            try:
+                await self._place(desc, src, dst, result)
+                future.set_result(dst)
+            except BaseException as exc:
+                future.set_exception(exc if isinstance(exc, GcrsyncError) else GcrsyncError(str(exc)))
+                future.exception()  # mark retrieved: followers may not exist
+                raise
+            finally:
+                del self._inflight[key]
+            return
+        await self._place(desc, src, dst, result)
+
+    async def _place(self, desc: Descriptor, src: ImageStore, dst: ImageStore, result: ImageResult) -> None:
+        if await dst.blob_size(desc.digest) is not None:
+            self._remember(dst, desc.digest)
+            result.blobs_skipped += 1
+            return
+        for holder in list(self._holders.get((domain_of(dst), desc.digest), [])):
+            if holder.name != dst.name and await dst.mount_blob(desc, holder):
+                self._remember(dst, desc.digest)
+                result.blobs_mounted += 1
+                return
+        # Cross-repo mount from the source itself, when source and target share a registry.
+        if domain_of(src) == domain_of(dst) and src.name != dst.name and await dst.mount_blob(desc, src):
+            self._remember(dst, desc.digest)
+            result.blobs_mounted += 1
+            return
+        async with self._transfers:
+            self.pulls[desc.digest] = self.pulls.get(desc.digest, 0) + 1
+            async with src.open_blob(desc) as chunks:
+                counted = 0
+
+                def count(n: int) -> None:
+                    nonlocal counted
+                    counted += n
+                    if self.on_bytes:
+                        self.on_bytes(n)
+
+                failures: list[DigestMismatch] = []
+                try:
+                    await dst.put_blob(desc, verified(chunks, desc, count, failures))
+                except Exception:
+                    if failures:
+                        raise failures[0] from None
+                    raise
+            self.bytes_pulled += counted
+        self._remember(dst, desc.digest)
+        result.blobs_copied += 1
+        result.bytes_copied += counted

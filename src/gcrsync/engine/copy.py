@@ -1,0 +1,150 @@
+"""Copy one image (any manifest graph) between two ImageStores, byte for byte.
+
+Order is what keeps targets consistent: blobs before the manifest that references them, children before
+the index, the tag last. Every blob is verified while it streams; a mismatch fails the image before its
+manifest is pushed, so a target never holds a manifest that points at bad or missing data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from gcrsync.engine.blobs import BlobMover
+from gcrsync.errors import GcrsyncError, ManifestError
+from gcrsync.oci import Manifest, Platform, filter_index
+from gcrsync.store import ImageStore
+
+log = logging.getLogger("gcrsync.copy")
+
+MAX_INDEX_DEPTH = 4  # index → index → manifest is the deepest seen in the wild; more is abuse or a loop
+
+
+@dataclass
+class ImageResult:
+    source: str
+    target: str
+    digest: str = ""  # digest now at the target tag
+    source_digest: str = ""  # digest of the source tag (differs from digest only when platforms were filtered)
+    media_type: str = ""
+    state: str = "copied"  # copied | unchanged | failed
+    blobs_copied: int = 0
+    blobs_mounted: int = 0
+    blobs_skipped: int = 0
+    bytes_copied: int = 0
+    manifests_pushed: int = 0
+    error: str | None = None
+    platforms: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CopyOptions:
+    platforms: list[Platform] = field(default_factory=list)
+    force: bool = False  # push even when the target tag already has the digest
+
+
+async def copy_image(
+    src: ImageStore,
+    src_ref: str,
+    dst: ImageStore,
+    dst_ref: str,
+    mover: BlobMover,
+    options: CopyOptions | None = None,
+    *,
+    on_manifest: Callable[[Manifest], None] | None = None,
+) -> ImageResult:
+    """Copy src:src_ref to dst:dst_ref. Raises GcrsyncError on failure (nothing referencing bad data pushed)."""
+    options = options or CopyOptions()
+    result = ImageResult(source=_ref_text(src, src_ref), target=_ref_text(dst, dst_ref))
+    root = await src.get_manifest(src_ref)
+    result.source_digest = root.digest
+    if options.platforms and root.is_index:
+        root = filter_index(root, options.platforms)
+        result.platforms = [str(p) for p in options.platforms]
+    result.digest, result.media_type = root.digest, root.media_type
+    if on_manifest:
+        on_manifest(root)
+    if not options.force:
+        existing = await dst.head_manifest(dst_ref)
+        if existing is not None and existing.digest == root.digest:
+            result.state = "unchanged"
+            return result
+    await _copy_graph(src, dst, root, mover, result, depth=0, path=frozenset())
+    await dst.put_manifest(dst_ref, root)
+    result.manifests_pushed += 1
+    return result
+
+
+async def _copy_graph(
+    src: ImageStore,
+    dst: ImageStore,
+    manifest: Manifest,
+    mover: BlobMover,
+    result: ImageResult,
+    *,
+    depth: int,
+    path: frozenset[str],
+) -> None:
+    if depth > MAX_INDEX_DEPTH:
+        raise ManifestError(f"index nesting deeper than {MAX_INDEX_DEPTH} levels")
+    if manifest.digest in path:
+        raise ManifestError(f"index refers to itself ({manifest.digest[:19]}…): cycle refused")
+    path = path | {manifest.digest}
+    async with asyncio.TaskGroup() as group:
+        if manifest.is_index:
+            seen: set[str] = set()
+            for child in manifest.children:
+                if child.digest in seen:
+                    continue
+                seen.add(child.digest)
+                group.create_task(_copy_child(src, dst, child.digest, mover, result, depth, path))
+        else:
+            unique = {b.digest: b for b in manifest.blobs if not b.foreign}
+            for desc in unique.values():
+                group.create_task(mover.ensure(desc, src, dst, result))
+
+
+async def _copy_child(
+    src: ImageStore,
+    dst: ImageStore,
+    digest: str,
+    mover: BlobMover,
+    result: ImageResult,
+    depth: int,
+    path: frozenset[str],
+) -> None:
+    if digest in path:
+        raise ManifestError(f"index refers to itself ({digest[:19]}…): cycle refused")
+    # A child manifest already at the target implies its blobs are there too (registries enforce it).
+    if await dst.head_manifest(digest) is not None:
+        return
+    child = await src.get_manifest(digest)
+    await _copy_graph(src, dst, child, mover, result, depth=depth + 1, path=path)
+    await dst.put_manifest(digest, child)
+    result.manifests_pushed += 1
+
+
+def _ref_text(store: ImageStore, ref: str) -> str:
+    sep = "@" if ":" in ref and ref.split(":", 1)[0] in ("sha256", "sha512") else ":"
+    return f"{store.name}{sep}{ref}"
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The first real error inside (possibly nested) ExceptionGroups from TaskGroup."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def error_text(exc: BaseException) -> str:
+    exc = first_error(exc)
+    if isinstance(exc, GcrsyncError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def aiter_bytes(data: bytes, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), chunk):
+        yield data[i : i + chunk]

@@ -1,0 +1,22 @@
+"""Turn a parsed location (registry reference or `oci:` layout) into an ImageStore and a ref."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gcrsync.layout import LayoutRepository
+from gcrsync.reference import LayoutReference, Reference
+from gcrsync.registry.client import RegistryClient
+from gcrsync.store import ImageStore
+
+
+def open_store(client: RegistryClient, location: Reference | LayoutReference, *, create: bool) -> ImageStore:
+    if isinstance(location, LayoutReference):
+        return LayoutRepository(Path(location.path), create=create)
+    return client.repository(location.registry, location.repository)
+
+
+def ref_of(location: Reference | LayoutReference, default: str = "latest") -> str:
+    if isinstance(location, LayoutReference):
+        return location.tag or default
+    return location.digest or location.tag or default

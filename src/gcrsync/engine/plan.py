@@ -1,0 +1,171 @@
+"""Plan a namespace sync: what exists at the source, what the target holds, and what to do per tag.
+
+Digests come from the listing when the registry gives them (gcr.io, Docker Hub, quay), else from a
+manifest HEAD — never a GET, since GETs count against Docker Hub's pull quota. The target side is a HEAD,
+or the ledger's record when `trust_ledger` is on (no target request at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gcrsync.engine.naming import detect_collisions, map_name
+from gcrsync.engine.select import TagPolicy, select_tags
+from gcrsync.oci import Platform
+from gcrsync.registry.discovery import DiscoveredRepo
+from gcrsync.store import ImageStore
+
+log = logging.getLogger("gcrsync.plan")
+
+State = Literal["new", "changed", "unchanged", "removed", "error"]
+
+
+@dataclass
+class SourceSpec:
+    """One `sync:` entry after defaults are applied."""
+
+    registry: str
+    namespace: str
+    target_prefix: str  # "localhost:5001/mirror" or "oci:/path/dir"
+    naming: str = "flatten"
+    policy: TagPolicy = field(default_factory=TagPolicy)
+    platforms: list[Platform] = field(default_factory=list)
+    discovery: str = "auto"
+    repositories: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.registry}/{self.namespace}" if self.namespace else self.registry
+
+
+@dataclass
+class PlanItem:
+    spec: SourceSpec
+    source_repo: str  # full path at the source registry
+    rel: str  # path relative to the namespace (the ledger's image key)
+    tag: str
+    target_repo: str  # full target location: "host/path" or "oci:/dir/name"
+    source_digest: str | None = None
+    target_digest: str | None = None  # what the target (or the ledger) holds now
+    state: State = "new"
+    error: str | None = None
+
+    @property
+    def source(self) -> str:
+        return f"{self.spec.registry}/{self.source_repo}:{self.tag}"
+
+    @property
+    def target(self) -> str:
+        return f"{self.target_repo}:{self.tag}"
+
+
+@dataclass
+class Plan:
+    items: list[PlanItem] = field(default_factory=list)
+
+    def by_state(self, state: State) -> list[PlanItem]:
+        return [i for i in self.items if i.state == state]
+
+    @property
+    def work(self) -> list[PlanItem]:
+        return [i for i in self.items if i.state in ("new", "changed")]
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in ("new", "changed", "unchanged", "removed", "error")}
+        for item in self.items:
+            out[item.state] += 1
+        return out
+
+
+def relative_path(namespace: str, repository: str) -> str:
+    if not namespace:
+        return repository
+    if repository == namespace:
+        return namespace.rsplit("/", 1)[-1]
+    return repository[len(namespace) + 1 :] if repository.startswith(namespace + "/") else repository
+
+
+def target_location(spec: SourceSpec, repository: str) -> str:
+    """Full target repository ("host/path" or "oci:/dir/path") for a source repository."""
+    if spec.target_prefix.startswith("oci:"):
+        rel = map_name(spec.naming, target_prefix="oci.local/x", registry=spec.registry,
+                       namespace=spec.namespace, repository=repository)
+        return spec.target_prefix.rstrip("/") + "/" + rel.split("/", 2)[2]
+    return map_name(spec.naming, target_prefix=spec.target_prefix, registry=spec.registry,
+                    namespace=spec.namespace, repository=repository)
+
+
+def build_items(spec: SourceSpec, repos: Iterable[DiscoveredRepo]) -> list[PlanItem]:
+    items: list[PlanItem] = []
+    for repo in repos:
+        target = target_location(spec, repo.repository)
+        for tag in select_tags(repo.tags, spec.policy):
+            info = repo.tags[tag]
+            items.append(
+                PlanItem(spec, repo.repository, relative_path(spec.namespace, repo.repository), tag, target,
+                         source_digest=info.digest)
+            )
+    return items
+
+
+def check_collisions(items: Iterable[PlanItem]) -> None:
+    """Two source repositories onto one target repository: refused for the whole plan, before any push."""
+    pairs = {(f"{i.spec.registry}/{i.source_repo}", i.target_repo) for i in items}
+    detect_collisions(sorted(pairs))
+
+
+LedgerLookup = Callable[[PlanItem], "tuple[str, str | None] | None"]  # → (target digest, source digest)
+StoreOpener = Callable[[str], ImageStore]
+
+
+async def resolve_digests(
+    items: list[PlanItem],
+    *,
+    open_source: Callable[[PlanItem], ImageStore],
+    open_target: Callable[[PlanItem], ImageStore],
+    ledger_lookup: LedgerLookup,
+    trust_ledger: bool,
+    query_jobs: int,
+) -> None:
+    """Fill in source and target digests (HEADs only) and decide each item's state."""
+    gate = asyncio.Semaphore(query_jobs)
+
+    async def bounded(coro: Awaitable[None]) -> None:
+        async with gate:
+            await coro
+
+    async def one(item: PlanItem) -> None:
+        try:
+            if item.source_digest is None:
+                desc = await open_source(item).head_manifest(item.tag)
+                if desc is None:
+                    item.state, item.error = "error", "tag vanished at the source during planning"
+                    return
+                item.source_digest = desc.digest
+            record = ledger_lookup(item)
+            filtered = bool(item.spec.platforms)
+            if trust_ledger and record is not None:
+                item.target_digest = record[0]
+            else:
+                desc = await open_target(item).head_manifest(item.tag)
+                item.target_digest = desc.digest if desc else None
+            if item.target_digest is None:
+                item.state = "new"
+                return
+            # With a platform subset the target digest differs from the source's by design; compare the
+            # source digest the ledger recorded for that target digest instead (zot#4042's re-sync loop).
+            if filtered:
+                same = record is not None and record[0] == item.target_digest and record[1] == item.source_digest
+            else:
+                same = item.target_digest == item.source_digest
+            item.state = "unchanged" if same else "changed"
+        except Exception as exc:  # one bad tag must not sink the plan; reported per item
+            from gcrsync.engine.copy import error_text
+
+            item.state, item.error = "error", error_text(exc)
+
+    await asyncio.gather(*(bounded(one(i)) for i in items))

@@ -1,0 +1,79 @@
+"""Execute a plan: copy the new and changed tags concurrently, report each image as soon as it is done.
+
+One failed image never stops the others. A stop event (SIGTERM) lets images in flight finish and starts
+no new ones, so the ledger written afterwards is complete for what was done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from gcrsync.engine.blobs import BlobMover
+from gcrsync.engine.copy import CopyOptions, ImageResult, copy_image, error_text
+from gcrsync.engine.plan import PlanItem
+from gcrsync.store import ImageStore
+
+log = logging.getLogger("gcrsync.run")
+
+OnResult = Callable[[PlanItem, ImageResult], Awaitable[None]]
+
+
+@dataclass
+class RunOutcome:
+    results: list[tuple[PlanItem, ImageResult]] = field(default_factory=list)
+    skipped: list[PlanItem] = field(default_factory=list)  # not started because of a stop request
+    duration: float = 0.0
+
+    @property
+    def failed(self) -> list[tuple[PlanItem, ImageResult]]:
+        return [(i, r) for i, r in self.results if r.state == "failed"]
+
+
+async def execute(
+    items: list[PlanItem],
+    *,
+    open_source: Callable[[PlanItem], ImageStore],
+    open_target: Callable[[PlanItem], ImageStore],
+    mover: BlobMover,
+    jobs: int,
+    on_result: OnResult | None = None,
+    stop: asyncio.Event | None = None,
+    image_deadline: float | None = None,
+) -> RunOutcome:
+    outcome = RunOutcome()
+    started = time.monotonic()
+    gate = asyncio.Semaphore(max(1, jobs))
+
+    async def one(item: PlanItem) -> None:
+        async with gate:
+            if stop is not None and stop.is_set():
+                outcome.skipped.append(item)
+                return
+            options = CopyOptions(platforms=item.spec.platforms)
+            try:
+                coro = copy_image(open_source(item), item.tag, open_target(item), item.tag, mover, options)
+                result = await asyncio.wait_for(coro, image_deadline) if image_deadline else await coro
+            except TimeoutError:
+                result = _failed(item, f"image not done within its {image_deadline:.0f}s deadline")
+            except Exception as exc:  # includes ExceptionGroups from the graph copy
+                result = _failed(item, error_text(exc))
+            if result.state == "failed":
+                log.error("failed %s → %s: %s", item.source, item.target, result.error)
+            else:
+                log.info("%s %s → %s %s", result.state, item.source, item.target, result.digest[:19])
+            outcome.results.append((item, result))
+            if on_result is not None:
+                await on_result(item, result)
+
+    await asyncio.gather(*(one(i) for i in items))
+    outcome.duration = time.monotonic() - started
+    return outcome
+
+
+def _failed(item: PlanItem, reason: str) -> ImageResult:
+    return ImageResult(source=item.source, target=item.target, state="failed", error=reason,
+                       source_digest=item.source_digest or "")

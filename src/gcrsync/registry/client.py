@@ -1,0 +1,392 @@
+"""OCI Distribution API client: one RegistryClient per run, one Repository (an ImageStore) per repo."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from gcrsync.errors import AuthError, GcrsyncError, ManifestError, NotFound, RegistryError
+from gcrsync.oci import (
+    ACCEPT_MANIFESTS,
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    Manifest,
+    parse_manifest,
+    validate_digest,
+)
+from gcrsync.reference import validate_repository
+from gcrsync.registry.auth import Authenticator, pull_scope, push_scope
+from gcrsync.registry.credentials import CredentialStore
+from gcrsync.registry.transport import Transport, redact_url
+
+log = logging.getLogger("gcrsync.registry")
+
+MAX_JSON_BYTES = 32 * 1024 * 1024  # listings of big namespaces are large, but not unbounded
+MAX_REDIRECTS = 5
+CHUNK = 1024 * 1024
+MAX_RESUMES = 5
+
+
+def registry_error(what: str, status: int, body: bytes) -> RegistryError:
+    """Turn an error response into a RegistryError carrying the OCI error code and message."""
+    code = message = None
+    try:
+        doc = json.loads(body[:65536])
+        first = doc["errors"][0]
+        code, message = str(first.get("code", ""))[:60], str(first.get("message", ""))[:200]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        pass
+    detail = f"{code}: {message}" if code else f"HTTP {status}"
+    cls: type[RegistryError] = RegistryError
+    if status == 404:
+        cls = NotFound
+    elif status in (401, 403):
+        cls = AuthError
+    return cls(f"{what}: {detail}", status=status, code=code)
+
+
+class RegistryClient:
+    """Talks to any number of registries through one Transport and one Authenticator."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        credentials: CredentialStore,
+        *,
+        chunked_hosts: Iterable[str] = (),
+        chunk_size: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.transport = transport
+        self.auth = Authenticator(transport, credentials)
+        self.chunked_hosts = set(chunked_hosts)
+        self.chunk_size = chunk_size
+
+    def repository(self, host: str, repository: str) -> Repository:
+        return Repository(self, host, validate_repository(repository))
+
+    def base(self, host: str) -> URL:
+        api = "registry-1.docker.io" if host == "docker.io" else host
+        return URL.build(scheme=self.transport.scheme_for(api), authority=api)
+
+    @asynccontextmanager
+    async def send(
+        self,
+        method: str,
+        url: URL,
+        *,
+        scopes: Iterable[str] = (),
+        headers: Mapping[str, str] | None = None,
+        data: bytes | AsyncIterator[bytes] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A request with registry auth: learns the challenge on a 401 and retries once with a token."""
+        host = url.authority
+        wanted = set(scopes)
+        replayable = data is None or isinstance(data, bytes)
+        for attempt in range(2):
+            auth_headers = await self.auth.headers(host, wanted, fresh=attempt > 0)
+            async with self.transport.request(method, url, headers={**(headers or {}), **auth_headers}, data=data) as r:
+                if r.status == 401 and attempt == 0 and replayable:
+                    challenge = self.auth.learn(host, r.headers.get("WWW-Authenticate"))
+                    if challenge is not None:
+                        if "scope" in challenge.params:
+                            wanted.update(challenge.params["scope"].split(" "))
+                        continue
+                yield r
+                return
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def ensure_auth(self, host: str, scopes: Iterable[str]) -> None:
+        """Learn a host's challenge before a non-replayable (streamed) request needs it."""
+        if self.auth.known_challenge(host):
+            return
+        async with self.send("GET", self.base(host) / "v2" / "", scopes=scopes) as resp:
+            if resp.status == 401:
+                raise AuthError(f"{host}: authentication failed", status=401)
+
+    async def get_json(self, url: str) -> tuple[object, Mapping[str, str]]:
+        """GET a JSON document (listing APIs). Scopes are derived from registry API paths."""
+        target = URL(url)
+        scopes: list[str] = []
+        parts = target.path.split("/")
+        if len(parts) > 2 and parts[1] == "v2":
+            if parts[2] == "_catalog":
+                scopes.append("registry:catalog:*")
+            elif target.path.endswith("/tags/list"):
+                scopes.append(pull_scope("/".join(parts[2:-2])))
+        async with self.send("GET", target, scopes=scopes, headers={"Accept": "application/json"}) as resp:
+            body = await _read_limited(resp, MAX_JSON_BYTES, f"GET {target.path}")
+            if resp.status != 200:
+                raise registry_error(f"GET {redact_url(target)}", resp.status, body)
+            headers = resp.headers.copy()
+        try:
+            return json.loads(body), headers
+        except ValueError:
+            raise RegistryError(f"GET {redact_url(target)}: response is not JSON") from None
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise ManifestError(f"{what}: response of {length} bytes is over the {limit} byte limit")
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(65536):
+        buf += chunk
+        if len(buf) > limit:
+            raise ManifestError(f"{what}: response is over the {limit} byte limit")
+    return bytes(buf)
+
+
+class Repository:
+    """One repository on one registry; implements gcrsync.store.ImageStore."""
+
+    def __init__(self, client: RegistryClient, host: str, repository: str) -> None:
+        self.client = client
+        self.host = host
+        self.repository = repository
+        self.url = client.base(host) / "v2" / repository
+        self._pull = [pull_scope(repository)]
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}/{self.repository}"
+
+    def _manifest_url(self, ref: str) -> URL:
+        return self.url / "manifests" / ref
+
+    # -- manifests -------------------------------------------------------------------------------
+    async def get_manifest(self, ref: str) -> Manifest:
+        what = f"manifest {self.name}:{ref}" if not ref.startswith("sha") else f"manifest {self.name}@{ref}"
+        async with self.client.send(
+            "GET", self._manifest_url(ref), scopes=self._pull, headers={"Accept": ACCEPT_MANIFESTS}
+        ) as resp:
+            body = await _read_limited(resp, MAX_MANIFEST_BYTES, what)
+            if resp.status != 200:
+                raise registry_error(what, resp.status, body)
+            header_digest = resp.headers.get("Docker-Content-Digest")
+            content_type = resp.headers.get("Content-Type")
+        expected = ref if ":" in ref else None
+        manifest = parse_manifest(body, content_type, expected)
+        if expected is None and header_digest and header_digest != manifest.digest:
+            raise ManifestError(f"{what}: bytes hash to {manifest.digest}, registry says {header_digest}")
+        return manifest
+
+    async def head_manifest(self, ref: str) -> Descriptor | None:
+        async with self.client.send(
+            "HEAD", self._manifest_url(ref), scopes=self._pull, headers={"Accept": ACCEPT_MANIFESTS}
+        ) as resp:
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                raise registry_error(f"HEAD manifest {self.name}:{ref}", resp.status, b"")
+            digest = resp.headers.get("Docker-Content-Digest")
+            media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            size = resp.content_length or 0
+        if not digest:  # a registry that omits the header: only a GET can tell (rare)
+            manifest = await self.get_manifest(ref)
+            return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
+        return Descriptor(media_type, validate_digest(digest, "Docker-Content-Digest"), size)
+
+    async def put_manifest(self, ref: str, manifest: Manifest) -> None:
+        await self.client.ensure_auth(self.host, [push_scope(self.repository)])
+        async with self.client.send(
+            "PUT",
+            self._manifest_url(ref),
+            scopes=[push_scope(self.repository)],
+            headers={"Content-Type": manifest.media_type},
+            data=manifest.raw,
+        ) as resp:
+            body = await resp.read()
+            if resp.status not in (200, 201, 202):
+                err = registry_error(f"push manifest {self.name}:{ref}", resp.status, body)
+                if manifest.is_schema1:
+                    err = RegistryError(f"{err} (target refuses Docker schema1 manifests)", status=resp.status)
+                raise err
+
+    # -- blobs ------------------------------------------------------------------------------------
+    async def blob_size(self, digest: str) -> int | None:
+        async with self.client.send("HEAD", self.url / "blobs" / digest, scopes=self._pull) as resp:
+            if resp.status == 404:
+                return None
+            if resp.status in (301, 302, 303, 307, 308):
+                return -1  # present, served from elsewhere
+            if resp.status != 200:
+                raise registry_error(f"HEAD blob {self.name}@{digest[:19]}", resp.status, b"")
+            return resp.content_length if resp.content_length is not None else -1
+
+    @asynccontextmanager
+    async def open_blob(self, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
+        yield self._stream_blob(desc)
+
+    async def _stream_blob(self, desc: Descriptor) -> AsyncIterator[bytes]:
+        """Stream a blob, following redirects and resuming with Range after a dropped connection."""
+        received = 0
+        resumes = 0
+        while True:
+            headers = {"Range": f"bytes={received}-"} if received else {}
+            try:
+                async with self._blob_response(desc, headers) as resp:
+                    skip = received if (received and resp.status == 200) else 0  # no Range support: restart
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        if skip:
+                            if len(chunk) <= skip:
+                                skip -= len(chunk)
+                                continue
+                            chunk, skip = chunk[skip:], 0
+                        received += len(chunk)
+                        yield chunk
+                    if desc.size < 0 or received >= desc.size:
+                        return
+                    raise aiohttp.ClientPayloadError("connection closed before the end of the blob")
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError, OSError) as exc:
+                resumes += 1
+                self.client.transport.stats.retries += 1
+                self.client.transport.stats.retry_reasons["blob-resume"] += 1
+                if resumes > MAX_RESUMES:
+                    raise RegistryError(f"blob {self.name}@{desc.digest[:19]}: transfer kept failing ({exc})") from None
+                log.info("resuming blob %s at byte %d after %s", desc.digest[:19], received, type(exc).__name__)
+
+    @asynccontextmanager
+    async def _blob_response(
+        self, desc: Descriptor, extra: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        url = self.url / "blobs" / desc.digest
+        what = f"blob {self.name}@{desc.digest[:19]}"
+        # First hop with registry auth; redirects (CDNs, S3) without it when they leave the registry's host.
+        async with self.client.send("GET", url, scopes=self._pull, headers=extra) as resp:
+            if resp.status in (200, 206):
+                yield resp
+                return
+            if resp.status not in (301, 302, 303, 307, 308):
+                raise registry_error(what, resp.status, await resp.read())
+            location = resp.headers.get("Location")
+            auth = resp.request_info.headers.get("Authorization")
+        hops = 0
+        while location is not None:
+            hops += 1
+            if hops > MAX_REDIRECTS:
+                raise RegistryError(f"{what}: too many redirects")
+            nxt = url.join(URL(location, encoded=True))
+            headers = dict(extra)
+            if auth and nxt.origin() == url.origin():
+                headers["Authorization"] = auth  # same host: keep it; anything else: never forward it
+            url = nxt
+            async with self.client.transport.request("GET", url, headers=headers) as resp:
+                if resp.status in (200, 206):
+                    yield resp
+                    return
+                if resp.status not in (301, 302, 303, 307, 308):
+                    raise registry_error(what, resp.status, await resp.read())
+                location = resp.headers.get("Location")
+        raise RegistryError(f"{what}: redirect without a Location")
+
+    async def _start_upload(self, query: Mapping[str, str], scopes: list[str]) -> tuple[int, URL | None, bytes]:
+        url = (self.url / "blobs" / "uploads" / "").with_query(query)
+        async with self.client.send("POST", url, scopes=scopes, headers={"Content-Length": "0"}, data=b"") as r:
+            body = await r.read()
+            loc = r.headers.get("Location")
+            return r.status, (url.join(URL(loc, encoded=True)) if loc else None), body
+
+    async def put_blob(self, desc: Descriptor, chunks: AsyncIterator[bytes]) -> None:
+        scopes = [push_scope(self.repository)]
+        status, location, body = await self._start_upload({}, scopes)
+        if status != 202 or location is None:
+            raise registry_error(f"start upload to {self.name}", status, body)
+        if self.host in self.client.chunked_hosts:
+            location = await self._patch_chunks(location, chunks, scopes)
+            chunks = _empty()
+            size = 0
+        else:
+            size = desc.size
+        headers = {"Content-Type": "application/octet-stream"}
+        if size >= 0:
+            headers["Content-Length"] = str(size)
+        final = location.update_query({"digest": desc.digest})
+        async with self.client.send("PUT", final, scopes=scopes, headers=headers, data=chunks) as resp:
+            body = await resp.read()
+            if resp.status not in (201, 204):
+                raise registry_error(f"upload blob {desc.digest[:19]} to {self.name}", resp.status, body)
+
+    async def _patch_chunks(self, location: URL, chunks: AsyncIterator[bytes], scopes: list[str]) -> URL:
+        """PATCH the stream in chunk_size pieces (for registries that refuse one big PUT)."""
+        offset = 0
+        buf = bytearray()
+        limit = self.client.chunk_size
+
+        async def flush() -> None:
+            nonlocal offset, location, buf
+            data = bytes(buf)
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                "Content-Length": str(len(data)),
+            }
+            async with self.client.send("PATCH", location, scopes=scopes, headers=headers, data=data) as r:
+                body = await r.read()
+                if r.status != 202:
+                    raise registry_error(f"upload chunk to {self.name}", r.status, body)
+                loc = r.headers.get("Location")
+                location = location.join(URL(loc, encoded=True)) if loc else location
+            offset += len(data)
+            buf = bytearray()
+
+        async for chunk in chunks:
+            buf += chunk
+            if len(buf) >= limit:
+                await flush()
+        if buf:
+            await flush()
+        return location
+
+    async def mount_blob(self, desc: Descriptor, source: Any) -> bool:
+        if not isinstance(source, Repository) or source.host != self.host or source is self:
+            return False
+        scopes = [push_scope(self.repository), pull_scope(source.repository)]
+        status, _, _ = await self._start_upload({"mount": desc.digest, "from": source.repository}, scopes)
+        # 201: mounted. 202: the registry declined and opened an upload session instead (left to expire).
+        return status == 201
+
+    # -- tags -------------------------------------------------------------------------------------
+    async def list_tags(self) -> list[str]:
+        tags: list[str] = []
+        url: URL | None = (self.url / "tags" / "list").with_query({"n": "1000"})
+        while url is not None:
+            try:
+                doc, headers = await self.client.get_json(str(url))
+            except NotFound:
+                return []
+            if not isinstance(doc, dict) or not isinstance(doc.get("tags") or [], list):
+                raise RegistryError(f"tags list of {self.name} is malformed")
+            tags.extend(t for t in doc.get("tags") or [] if isinstance(t, str))
+            url = next_link(url, headers)
+        return tags
+
+
+def next_link(current: URL, headers: Mapping[str, str]) -> URL | None:
+    """The rel="next" target of a Link header, refused if it leaves the current host (no SSRF via Link)."""
+    link = headers.get("Link")
+    if not link:
+        return None
+    for part in link.split(","):
+        if 'rel="next"' in part or "rel=next" in part:
+            start, end = part.find("<"), part.find(">")
+            if start < 0 or end < start:
+                raise RegistryError("malformed Link header")
+            nxt = current.join(URL(part[start + 1 : end], encoded=True))
+            if nxt.origin() != current.origin():
+                raise RegistryError(f"pagination Link points to another host ({nxt.host}): refused")
+            return nxt
+    return None
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover
+
+
+__all__ = ["GcrsyncError", "RegistryClient", "Repository", "next_link", "registry_error"]
