@@ -45,7 +45,10 @@ VALID: dict[str, tuple[str, str, str | None, str | None]] = {
     "sub-dom1.foo.com/bar/baz/quux": ("sub-dom1.foo.com", "bar/baz/quux", None, None),
     "sub-dom1.foo.com/bar/baz/quux:some-long-tag": ("sub-dom1.foo.com", "bar/baz/quux", "some-long-tag", None),
     "b.gcr.io/test.example.com/my-app:test.example.com": (
-        "b.gcr.io", "test.example.com/my-app", "test.example.com", None,
+        "b.gcr.io",
+        "test.example.com/my-app",
+        "test.example.com",
+        None,
     ),
     "xn--n3h.com/myimage:xn--n3h.com": ("xn--n3h.com", "myimage", "xn--n3h.com", None),
     f"xn--7o8h.com/myimage:xn--7o8h.com@{SHA512}": ("xn--7o8h.com", "myimage", "xn--7o8h.com", SHA512),
@@ -90,7 +93,10 @@ VALID: dict[str, tuple[str, str, str | None, str | None]] = {
     f"redis@{REDIS_DIGEST}": ("docker.io", "library/redis", None, REDIS_DIGEST),
     f"busybox:latest@{REDIS_DIGEST}": ("docker.io", "library/busybox", "latest", REDIS_DIGEST),
     "dbcc1c35ac38df41fd2f5e4130b32ffdb93ebae8b3dbe638c23575912276fc9": (
-        "docker.io", "library/dbcc1c35ac38df41fd2f5e4130b32ffdb93ebae8b3dbe638c23575912276fc9", None, None,
+        "docker.io",
+        "library/dbcc1c35ac38df41fd2f5e4130b32ffdb93ebae8b3dbe638c23575912276fc9",
+        None,
+        None,
     ),
     f"docker.io/{HEX64}": ("docker.io", f"library/{HEX64}", None, None),
     # TestValidateReferenceName / TestValidateRemoteName
@@ -98,7 +104,10 @@ VALID: dict[str, tuple[str, str, str | None, str | None]] = {
     "192.168.0.1:8/debian": ("192.168.0.1:8", "debian", None, None),
     "[fc00:1:2:3:4:5:6:7]:5000/library/debian": ("[fc00:1:2:3:4:5:6:7]:5000", "library/debian", None, None),
     "thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev": (
-        "docker.io", "library/thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev", None, None,
+        "docker.io",
+        "library/thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev",
+        None,
+        None,
     ),
     "docker---rules/docker": ("docker.io", "docker---rules/docker", None, None),
     "d/docker": ("docker.io", "d/docker", None, None),
@@ -238,6 +247,9 @@ def test_direct_construction_is_normalised_and_validated() -> None:
         Reference("gcr.io", "")
     with pytest.raises(InvalidReference, match="invalid tag"):
         Reference("gcr.io", "x", tag="")
+    with pytest.raises(InvalidReference, match=re.escape("needs a '.', a ':port' or to be 'localhost'")):
+        Reference("myregistry", "x")  # "myregistry/x" would mean docker.io/myregistry/x
+    assert str(Reference("myregistry:5000", "x")) == "myregistry:5000/x"
 
 
 def test_reference_is_hashable_and_frozen() -> None:
@@ -442,6 +454,15 @@ def test_generated_references_parse_and_round_trip(
     assert str(again) == str(ref)
 
 
+@given(st.one_of(registry, domain_component), st.lists(path_component, min_size=1, max_size=3), st.none() | tag)
+def test_constructed_references_round_trip_or_are_rejected(host: str, components: list[str], t: str | None) -> None:
+    try:
+        ref = Reference(host, "/".join(components), t)
+    except InvalidReference:
+        return
+    assert parse_reference(str(ref)) == ref
+
+
 # An independent transliteration of distribution/reference (regexp.go, normalize.go, reference.go),
 # used as an oracle. Python's re and Go's regexp both use leftmost-first submatch semantics.
 _GO_ALNUM = r"[a-z0-9]+"
@@ -496,10 +517,9 @@ fuzz_text = st.one_of(
     st.text(REFERENCE_ALPHABET, max_size=40),
     st.text(max_size=40),
     # a valid reference with a few characters changed, to stay near the grammar's edges
-    st.tuples(references(), st.lists(st.tuples(st.integers(0, 300), st.sampled_from(REFERENCE_ALPHABET)),
-                                     max_size=3)).map(
-        lambda c: _mutate(c[0][0], c[1])
-    ),
+    st.tuples(
+        references(), st.lists(st.tuples(st.integers(0, 300), st.sampled_from(REFERENCE_ALPHABET)), max_size=3)
+    ).map(lambda c: _mutate(c[0][0], c[1])),
 )
 
 

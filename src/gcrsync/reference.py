@@ -69,9 +69,7 @@ def validate_registry(host: str) -> str:
 
 def validate_tag(tag: str) -> str:
     if not _TAG_RE.fullmatch(tag):
-        raise InvalidReference(
-            f"invalid tag {_show(tag)}: up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -"
-        )
+        raise InvalidReference(f"invalid tag {_show(tag)}: up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -")
     return tag
 
 
@@ -104,9 +102,7 @@ def validate_repository(name: str) -> str:
     if not name:
         raise InvalidReference("invalid repository name '': it is empty")
     if len(name) > MAX_REPOSITORY_LENGTH:
-        raise InvalidReference(
-            f"invalid repository name {_show(name)}: longer than {MAX_REPOSITORY_LENGTH} characters"
-        )
+        raise InvalidReference(f"invalid repository name {_show(name)}: longer than {MAX_REPOSITORY_LENGTH} characters")
     if name != name.lower():
         raise InvalidReference(f"invalid repository name {_show(name)}: it must be lowercase")
     if name.startswith("/"):
@@ -158,6 +154,9 @@ class Reference:
 
     def __post_init__(self) -> None:
         validate_registry(self.registry)
+        if _split_registry(f"{self.registry}/x")[0] != self.registry:
+            # Docker would read "registry/x" as a Hub namespace, so str(self) could not round-trip.
+            raise InvalidReference(f"registry host {_show(self.registry)} needs a '.', a ':port' or to be 'localhost'")
         registry, repository = _normalise(self.registry, self.repository)
         validate_repository(repository)
         object.__setattr__(self, "registry", registry)
@@ -287,7 +286,7 @@ def split_namespace(text: str) -> tuple[str, str]:
         raise InvalidReference("invalid namespace '': it is empty")
     if "@" in stripped:
         raise InvalidReference(f"invalid namespace {_show(text)}: a namespace cannot have a digest")
-    first, sep, rest = stripped.partition("/")
+    first, sep, _ = stripped.partition("/")
     if not sep and (first == LOCALHOST or any(c in first for c in ".:")):
         registry, path = first, ""
     else:

@@ -58,17 +58,17 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         try:
             return asyncio.run(func(*args, **kwargs))
         except GcrsyncError as exc:
-            stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             raise SystemExit(exc.exit_code) from None
         except KeyboardInterrupt:
-            stderr.print("[red]interrupted[/red]")
+            click.echo("interrupted", err=True)
             raise SystemExit(130) from None
 
     return wrapper
 
 
-def escape(text: str) -> str:
-    return text.replace("[", "\\[")
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:1000]
 
 
 def transport_options(timeout: float, proxy: str | None) -> TransportOptions:

@@ -1,0 +1,295 @@
+"""A whole namespace sync, end to end: discover → plan → copy → ledger → CHANGELOG → git.
+
+This is the library entry point the `sync`, `compare` and `monitor` commands share. The ledger is written
+after every finished image (atomically), so a run killed at any moment leaves a ledger that lists only
+images whose target manifest push succeeded; the next run completes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gcrsync.engine.blobs import BlobMover
+from gcrsync.engine.copy import ImageResult, error_text
+from gcrsync.engine.plan import Plan, PlanItem, SourceSpec, build_items, check_collisions, resolve_digests
+from gcrsync.engine.run import RunOutcome, execute
+from gcrsync.layout import LayoutRepository
+from gcrsync.ledger import Added, Failed, Ledger, MetadataRepo, Removed, RunChanges, Updated
+from gcrsync.registry.client import RegistryClient
+from gcrsync.registry.discovery import DiscoveredRepo, discover
+from gcrsync.store import ImageStore
+
+log = logging.getLogger("gcrsync.sync")
+
+
+@dataclass
+class SyncOptions:
+    jobs: int = 4
+    query_jobs: int = 8
+    trust_ledger: bool = False
+    dry_run: bool = False
+    image_deadline: float | None = None
+    hub_api: str = "https://hub.docker.com"
+    quay_api: str = "https://quay.io"
+
+
+@dataclass
+class NamespaceResult:
+    spec: SourceSpec
+    error: str | None = None  # discovery failed: nothing of this namespace was planned
+
+
+@dataclass
+class SyncReport:
+    plan: Plan
+    namespaces: list[NamespaceResult]
+    outcome: RunOutcome = field(default_factory=RunOutcome)
+    changes: RunChanges = field(default_factory=RunChanges)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration: float = 0.0
+    requests: int = 0
+    retries: int = 0
+    bytes_pulled: int = 0
+    commit: str | None = None
+    metadata_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.outcome.failed
+            and not any(n.error for n in self.namespaces)
+            and not self.plan.by_state("error")
+            and self.metadata_error is None
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        results = {id(item): res for item, res in self.outcome.results}
+        images = []
+        for item in self.plan.items:
+            res = results.get(id(item))
+            images.append({
+                "source": item.source,
+                "target": item.target,
+                "state": res.state if res else item.state,
+                "planned": item.state,
+                "source_digest": item.source_digest,
+                "digest": (res.digest if res and res.digest else item.target_digest),
+                "previous_digest": item.target_digest if item.state == "changed" else None,
+                "bytes": res.bytes_copied if res else 0,
+                "blobs_copied": res.blobs_copied if res else 0,
+                "blobs_mounted": res.blobs_mounted if res else 0,
+                "blobs_skipped": res.blobs_skipped if res else 0,
+                "error": (res.error if res else item.error),
+            })
+        states: dict[str, int] = {}
+        for img in images:
+            states[str(img["state"])] = states.get(str(img["state"]), 0) + 1
+        return {
+            "started": self.started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "duration_seconds": round(self.duration, 3),
+            "namespaces": [{"source": n.spec.label, "target": n.spec.target_prefix, "error": n.error}
+                           for n in self.namespaces],
+            "images": images,
+            "totals": {
+                "images": len(images),
+                "states": states,
+                "bytes_copied": sum(int(i["bytes"] or 0) for i in images),
+                "bytes_pulled": self.bytes_pulled,
+                "requests": self.requests,
+                "retries": self.retries,
+            },
+            "commit": self.commit,
+            "metadata_error": self.metadata_error,
+        }
+
+
+class Mirror:
+    """Runs syncs for a set of sources with one registry client and (optionally) one metadata repo."""
+
+    def __init__(self, client: RegistryClient, sources: list[SourceSpec], options: SyncOptions,
+                 metadata: MetadataRepo | None = None) -> None:
+        self.client = client
+        self.sources = sources
+        self.options = options
+        self.metadata = metadata
+        self._stores: dict[str, ImageStore] = {}
+
+    # -- stores -----------------------------------------------------------------------------------
+    def store(self, location: str) -> ImageStore:
+        """An ImageStore for "host/path" or "oci:/dir/path", cached so blob bookkeeping is shared."""
+        found = self._stores.get(location)
+        if found is None:
+            if location.startswith("oci:"):
+                found = LayoutRepository(Path(location[4:]), create=True)
+            else:
+                host, _, repo = location.partition("/")
+                found = self.client.repository(host, repo)
+            self._stores[location] = found
+        return found
+
+    def source_store(self, item: PlanItem) -> ImageStore:
+        return self.store(f"{item.spec.registry}/{item.source_repo}")
+
+    def target_store(self, item: PlanItem) -> ImageStore:
+        return self.store(item.target_repo)
+
+    # -- discovery and plan -----------------------------------------------------------------------
+    async def discover(self, spec: SourceSpec) -> list[DiscoveredRepo]:
+        api_host = "registry-1.docker.io" if spec.registry == "docker.io" else spec.registry
+        return await discover(
+            self.client,
+            api_host,
+            spec.namespace,
+            spec.discovery,  # type: ignore[arg-type]
+            repositories=spec.repositories or None,
+            query_jobs=self.options.query_jobs,
+            scheme=self.client.transport.scheme_for(api_host),
+            hub_api=self.options.hub_api,
+            quay_api=self.options.quay_api,
+        )
+
+    def ledger(self, spec: SourceSpec) -> Ledger | None:
+        if self.metadata is None:
+            return None
+        return self.metadata.store.load(spec.label, spec.target_prefix)
+
+    async def plan(self, ledgers: dict[str, Ledger]) -> tuple[Plan, list[NamespaceResult]]:
+        plan = Plan()
+        namespaces: list[NamespaceResult] = []
+        listings = await asyncio.gather(*(self.discover(s) for s in self.sources), return_exceptions=True)
+        for spec, listing in zip(self.sources, listings, strict=True):
+            if isinstance(listing, BaseException):
+                if not isinstance(listing, Exception):
+                    raise listing
+                # A failed listing is an error for that namespace, never "no images".
+                namespaces.append(NamespaceResult(spec, error_text(listing)))
+                log.error("listing %s failed: %s", spec.label, error_text(listing))
+                continue
+            namespaces.append(NamespaceResult(spec))
+            plan.items.extend(build_items(spec, listing))
+            ledger = ledgers.get(spec.label)
+            if ledger is not None:
+                plan.items.extend(_removed_items(spec, listing, ledger))
+        check_collisions(plan.items)
+
+        def lookup(item: PlanItem) -> tuple[str, str | None] | None:
+            ledger = ledgers.get(item.spec.label)
+            entry = ledger.get(item.rel, item.tag) if ledger else None
+            if entry is None or entry.digest is None:
+                return None
+            return entry.digest, entry.effective_source_digest
+
+        await resolve_digests(
+            [i for i in plan.items if i.state != "removed"],
+            open_source=self.source_store,
+            open_target=self.target_store,
+            ledger_lookup=lookup,
+            trust_ledger=self.options.trust_ledger,
+            query_jobs=self.options.query_jobs,
+        )
+        return plan, namespaces
+
+    # -- the run ----------------------------------------------------------------------------------
+    async def run(self, *, stop: asyncio.Event | None = None,
+                  on_bytes: Callable[[int], None] | None = None,
+                  on_image: Callable[[PlanItem, ImageResult], None] | None = None) -> SyncReport:
+        started = time.monotonic()
+        stats = self.client.transport.stats
+        requests_before, retries_before = stats.total_requests, stats.retries
+        ledgers: dict[str, Ledger] = {}
+        for spec in self.sources:
+            ledger = self.ledger(spec)
+            if ledger is not None:
+                ledgers[spec.label] = ledger
+        plan, namespaces = await self.plan(ledgers)
+        report = SyncReport(plan=plan, namespaces=namespaces)
+        if not self.options.dry_run:
+            mover = BlobMover(self.options.jobs, on_bytes=on_bytes)
+            changes = report.changes
+
+            async def record(item: PlanItem, result: ImageResult) -> None:
+                if on_image is not None:
+                    on_image(item, result)
+                if result.state == "failed":
+                    changes.failed.append(Failed(item.source, item.target, result.error or "unknown error"))
+                    return
+                ledger = ledgers.get(item.spec.label)
+                if ledger is not None and self.metadata is not None:
+                    ledger.record(item.rel, item.tag, digest=result.digest, target_ref=item.target,
+                                  media_type=result.media_type or None, now=datetime.now(UTC),
+                                  source_digest=result.source_digest or None,
+                                  platforms=result.platforms or None)
+                    self.metadata.store.save(ledger)  # atomic; right after the push, before the next image
+                if item.state == "changed" and result.state == "copied":
+                    changes.updated.append(Updated(item.source, item.target, item.target_digest, result.digest))
+                elif item.state == "new" and result.state == "copied":
+                    changes.added.append(Added(item.source, item.target, result.digest))
+
+            report.outcome = await execute(
+                plan.work, open_source=self.source_store, open_target=self.target_store, mover=mover,
+                jobs=self.options.jobs, on_result=record, stop=stop, image_deadline=self.options.image_deadline,
+            )
+            self._record_untouched(plan, ledgers)
+            self._record_removed(plan, ledgers, changes)
+            for item in plan.by_state("error"):
+                changes.failed.append(Failed(item.source, item.target, item.error or "planning failed"))
+            for ns in namespaces:
+                if ns.error:
+                    changes.failed.append(Failed(ns.spec.label, ns.spec.target_prefix, f"listing failed: {ns.error}"))
+            report.bytes_pulled = mover.bytes_pulled
+        report.requests = stats.total_requests - requests_before
+        report.retries = stats.retries - retries_before
+        report.duration = time.monotonic() - started
+        return report
+
+    def _record_untouched(self, plan: Plan, ledgers: dict[str, Ledger]) -> None:
+        """Tags already correct at the target but missing from the ledger (first run with a fresh ledger,
+        or a bootstrap) are recorded too, so the ledger tells what the target really holds."""
+        if self.metadata is None:
+            return
+        dirty: set[str] = set()
+        for item in plan.by_state("unchanged"):
+            ledger = ledgers.get(item.spec.label)
+            if ledger is None or item.target_digest is None:
+                continue
+            entry = ledger.get(item.rel, item.tag)
+            if entry is None or entry.digest is None:
+                ledger.record(item.rel, item.tag, digest=item.target_digest, target_ref=item.target,
+                              media_type=None, now=datetime.now(UTC), source_digest=item.source_digest)
+                dirty.add(item.spec.label)
+        for label in dirty:
+            self.metadata.store.save(ledgers[label])
+
+    def _record_removed(self, plan: Plan, ledgers: dict[str, Ledger], changes: RunChanges) -> None:
+        if self.metadata is None:
+            return
+        dirty: set[str] = set()
+        for item in plan.by_state("removed"):
+            ledger = ledgers.get(item.spec.label)
+            if ledger is not None and ledger.remove(item.rel, item.tag):
+                changes.removed.append(Removed(item.source, item.target))
+                dirty.add(item.spec.label)
+        for label in dirty:
+            self.metadata.store.save(ledgers[label])
+
+
+def _removed_items(spec: SourceSpec, listing: list[DiscoveredRepo], ledger: Ledger) -> list[PlanItem]:
+    """Ledger entries whose tag no longer exists at the source at all (not merely filtered out)."""
+    from gcrsync.engine.plan import relative_path, target_location
+
+    present = {(relative_path(spec.namespace, r.repository), t) for r in listing for t in r.tags}
+    out = []
+    for rel, tag, entry in ledger.entries():
+        if (rel, tag) not in present:
+            source_repo = f"{spec.namespace}/{rel}" if spec.namespace else rel
+            target_repo = entry.target.rsplit(":", 1)[0] if entry.target else target_location(spec, source_repo)
+            out.append(PlanItem(spec, source_repo, rel, tag, target_repo, state="removed",
+                                target_digest=entry.digest))
+    return out
