@@ -199,7 +199,8 @@ class Mirror:
     # -- the run ----------------------------------------------------------------------------------
     async def run(self, *, stop: asyncio.Event | None = None,
                   on_bytes: Callable[[int], None] | None = None,
-                  on_image: Callable[[PlanItem, ImageResult], None] | None = None) -> SyncReport:
+                  on_image: Callable[[PlanItem, ImageResult], None] | None = None,
+                  on_plan: Callable[[Plan], None] | None = None) -> SyncReport:
         started = time.monotonic()
         stats = self.client.transport.stats
         requests_before, retries_before = stats.total_requests, stats.retries
@@ -210,6 +211,8 @@ class Mirror:
                 ledgers[spec.label] = ledger
         plan, namespaces = await self.plan(ledgers)
         report = SyncReport(plan=plan, namespaces=namespaces)
+        if on_plan is not None:
+            on_plan(plan)
         if not self.options.dry_run:
             mover = BlobMover(self.options.jobs, on_bytes=on_bytes)
             changes = report.changes

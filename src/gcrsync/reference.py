@@ -55,40 +55,84 @@ _IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
 _HEX_RE = re.compile(r"[a-f0-9]+")
 
 
-def _show(text: str) -> str:
-    """Quote user input for an error message, shortened so one bad line stays one line."""
-    return repr(text if len(text) <= 80 else text[:77] + "...")
+def _show(text: str, limit: int = 60) -> str:
+    """Quote user input for an error message, shortened so that a message stays one short line."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+# The _*_problem functions return None for valid input, else a description of what is wrong that shows
+# only the offending piece; callers prefix it with the whole input once, so nested messages stay short.
+
+
+def _registry_problem(host: str) -> str | None:
+    if _HOST_PORT_RE.fullmatch(host):
+        return None
+    return f"invalid registry host {_show(host, 40)} (expected host[:port] or [ipv6][:port])"
+
+
+def _tag_problem(tag: str) -> str | None:
+    if _TAG_RE.fullmatch(tag):
+        return None
+    return f"invalid tag {_show(tag, 40)} (up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -)"
+
+
+def _digest_problem(digest: str) -> str | None:
+    algorithm, sep, encoded = digest.partition(":")
+    shown = _show(digest, 40)
+    if not sep or not _DIGEST_SYNTAX_RE.fullmatch(digest):
+        return f"invalid digest {shown} (expected algorithm:hex)"
+    if algorithm not in DIGEST_ALGORITHMS:
+        return f"unsupported digest algorithm {_show(algorithm, 20)} (supported: sha256, sha512)"
+    if len(encoded) != DIGEST_ALGORITHMS[algorithm]:
+        return (
+            f"invalid digest {shown}: {algorithm} needs {DIGEST_ALGORITHMS[algorithm]} hex digits, got {len(encoded)}"
+        )
+    if not _HEX_RE.fullmatch(encoded):
+        return f"invalid digest {shown}: hex digits must be lowercase"
+    return None
+
+
+def _repository_problem(name: str) -> str | None:
+    if not name:
+        return "the repository name is empty"
+    if len(name) > MAX_REPOSITORY_LENGTH:
+        return f"the repository name is longer than {MAX_REPOSITORY_LENGTH} characters"
+    if name != name.lower():
+        return "the repository name must be lowercase"
+    if name.startswith("/"):
+        return "the repository name must not start with '/'"
+    for component in name.split("/"):
+        if not component:
+            return "empty path component in the repository name"
+        if component in (".", ".."):
+            return f"{component!r} is not allowed in a repository name"
+        if not _PATH_COMPONENT_RE.fullmatch(component):
+            return (
+                f"path component {_show(component, 40)} must be lowercase letters and digits, separated by"
+                " one '.', one or two '_', or any number of '-'"
+            )
+    return None
+
+
+def _check(problem: str | None, prefix: str = "") -> None:
+    if problem is not None:
+        raise InvalidReference(prefix + problem)
 
 
 def validate_registry(host: str) -> str:
     """Return ``host`` (``name[:port]`` or ``[ipv6][:port]``) if it is a valid registry host."""
-    if not _HOST_PORT_RE.fullmatch(host):
-        raise InvalidReference(f"invalid registry host {_show(host)}: expected host[:port] or [ipv6][:port]")
+    _check(_registry_problem(host))
     return host
 
 
 def validate_tag(tag: str) -> str:
-    if not _TAG_RE.fullmatch(tag):
-        raise InvalidReference(f"invalid tag {_show(tag)}: up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -")
+    _check(_tag_problem(tag))
     return tag
 
 
 def validate_digest(digest: str) -> str:
     """Return ``digest`` if it is ``sha256:<64 hex>`` or ``sha512:<128 hex>`` (lowercase hex)."""
-    algorithm, sep, encoded = digest.partition(":")
-    if not sep or not _DIGEST_SYNTAX_RE.fullmatch(digest):
-        raise InvalidReference(f"invalid digest {_show(digest)}: expected algorithm:hex")
-    if algorithm not in DIGEST_ALGORITHMS:
-        raise InvalidReference(
-            f"unsupported digest algorithm {algorithm!r} in {_show(digest)} (supported: sha256, sha512)"
-        )
-    if len(encoded) != DIGEST_ALGORITHMS[algorithm]:
-        raise InvalidReference(
-            f"invalid digest {_show(digest)}: {algorithm} needs {DIGEST_ALGORITHMS[algorithm]} hex digits,"
-            f" got {len(encoded)}"
-        )
-    if not _HEX_RE.fullmatch(encoded):
-        raise InvalidReference(f"invalid digest {_show(digest)}: hex digits must be lowercase")
+    _check(_digest_problem(digest))
     return digest
 
 
@@ -99,24 +143,7 @@ def validate_repository(name: str) -> str:
     file paths and URL paths, so beyond the grammar this spells out why ``..``, a leading ``/`` or an empty
     component are refused (the grammar already excludes them; the messages say which rule was hit).
     """
-    if not name:
-        raise InvalidReference("invalid repository name '': it is empty")
-    if len(name) > MAX_REPOSITORY_LENGTH:
-        raise InvalidReference(f"invalid repository name {_show(name)}: longer than {MAX_REPOSITORY_LENGTH} characters")
-    if name != name.lower():
-        raise InvalidReference(f"invalid repository name {_show(name)}: it must be lowercase")
-    if name.startswith("/"):
-        raise InvalidReference(f"invalid repository name {_show(name)}: it must not start with '/'")
-    for component in name.split("/"):
-        if not component:
-            raise InvalidReference(f"invalid repository name {_show(name)}: empty path component")
-        if component in (".", ".."):
-            raise InvalidReference(f"invalid repository name {_show(name)}: {component!r} is not allowed")
-        if not _PATH_COMPONENT_RE.fullmatch(component):
-            raise InvalidReference(
-                f"invalid repository name {_show(name)}: component {_show(component)} must be lowercase"
-                " letters and digits, separated by one '.', one or two '_', or any number of '-'"
-            )
+    _check(_repository_problem(name), f"invalid repository name {_show(name)}: ")
     return name
 
 
@@ -139,6 +166,16 @@ def _split_registry(text: str) -> tuple[str, str]:
     return DOCKER_HUB, text
 
 
+def _reference_problem(registry: str, repository: str, tag: str | None, digest: str | None) -> str | None:
+    problem = _registry_problem(registry)
+    if problem is None and _split_registry(f"{registry}/x")[0] != registry:
+        # Docker would read "registry/x" as a Hub namespace, so the reference could not round-trip.
+        problem = f"registry host {_show(registry, 40)} needs a '.', a ':port' or to be 'localhost'"
+    problem = problem or _repository_problem(_normalise(registry, repository)[1])
+    problem = problem or (None if tag is None else _tag_problem(tag))
+    return problem or (None if digest is None else _digest_problem(digest))
+
+
 @dataclass(frozen=True)
 class Reference:
     """A fully normalised image reference. Construct it with parse_reference() or the with_* methods.
@@ -153,18 +190,10 @@ class Reference:
     digest: str | None = None
 
     def __post_init__(self) -> None:
-        validate_registry(self.registry)
-        if _split_registry(f"{self.registry}/x")[0] != self.registry:
-            # Docker would read "registry/x" as a Hub namespace, so str(self) could not round-trip.
-            raise InvalidReference(f"registry host {_show(self.registry)} needs a '.', a ':port' or to be 'localhost'")
+        _check(_reference_problem(self.registry, self.repository, self.tag, self.digest))
         registry, repository = _normalise(self.registry, self.repository)
-        validate_repository(repository)
         object.__setattr__(self, "registry", registry)
         object.__setattr__(self, "repository", repository)
-        if self.tag is not None:
-            validate_tag(self.tag)
-        if self.digest is not None:
-            validate_digest(self.digest)
 
     @property
     def name(self) -> str:
@@ -234,20 +263,13 @@ def parse_reference(text: str) -> Reference:
         if text.startswith("[") and "/" not in text:
             problem = "a registry host must be followed by /repository"
     elif "/" in tag:
-        problem = f"invalid tag {_show(tag)}"
+        problem = f"invalid tag {_show(tag, 40)}"
     elif not path:
         problem = "no repository name"
-    if problem is not None:
-        raise InvalidReference(f"invalid image reference {_show(text)}: {problem}")
-    try:
-        return Reference(
-            registry,
-            path,
-            tag if colon else None,
-            digest if at else None,
-        )
-    except InvalidReference as exc:
-        raise InvalidReference(f"invalid image reference {_show(text)}: {exc}") from None
+    if problem is None:
+        problem = _reference_problem(registry, path, tag if colon else None, digest if at else None)
+    _check(problem, f"invalid image reference {_show(text)}: ")
+    return Reference(registry, path, tag if colon else None, digest if at else None)
 
 
 def parse_location(text: str) -> Reference | LayoutReference:
@@ -291,14 +313,10 @@ def split_namespace(text: str) -> tuple[str, str]:
         registry, path = first, ""
     else:
         registry, path = _split_registry(stripped)
-    if ":" in path:
-        raise InvalidReference(f"invalid namespace {_show(text)}: a namespace cannot have a tag")
-    try:
-        validate_registry(registry)
-        if path:
-            validate_repository(path)
-    except InvalidReference as exc:
-        raise InvalidReference(f"invalid namespace {_show(text)}: {exc}") from None
+    problem = "a namespace cannot have a tag" if ":" in path else _registry_problem(registry)
+    if problem is None and path:
+        problem = _repository_problem(path)
+    _check(problem, f"invalid namespace {_show(text)}: ")
     return (DOCKER_HUB if registry == LEGACY_DOCKER_HUB else registry), path
 
 

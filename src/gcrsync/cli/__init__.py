@@ -7,6 +7,7 @@ import click
 from gcrsync import __version__
 from gcrsync.cli.common import setup_logging
 from gcrsync.cli.copy import copy_command
+from gcrsync.cli.sync import sync_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -19,3 +20,4 @@ def main(debug: bool, quiet: bool) -> None:
 
 
 main.add_command(copy_command)
+main.add_command(sync_command)

@@ -23,6 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from gcrsync.config import Config
 from gcrsync.errors import GcrsyncError
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.credentials import CredentialStore
@@ -81,6 +82,16 @@ async def registry_client(
 ) -> AsyncIterator[RegistryClient]:
     async with Transport(options) as transport:
         yield RegistryClient(transport, credentials or CredentialStore())
+
+
+@asynccontextmanager
+async def registry_client_for(
+    config: Config, options: TransportOptions, credentials: CredentialStore
+) -> AsyncIterator[RegistryClient]:
+    """The run's client with the config's per-registry upload settings."""
+    chunked = [host for host, reg in config.registries.items() if reg.chunked_upload]
+    async with Transport(options) as transport:
+        yield RegistryClient(transport, credentials, chunked_hosts=chunked)
 
 
 class ByteProgress:

@@ -1,0 +1,119 @@
+"""Terminal output for sync-like commands: live progress on a terminal, tables and plain lines otherwise."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from gcrsync.engine.plan import Plan, PlanItem
+
+if TYPE_CHECKING:
+    from gcrsync.engine.copy import ImageResult
+    from gcrsync.mirror import SyncReport
+
+
+def stdout() -> Console:
+    # Created on use, so a redirected/captured sys.stdout (tests, pipes) is honoured. Off a terminal, tables
+    # get room for full references instead of being squeezed to 80 columns.
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=True, width=250)
+    return console
+
+
+def short(digest: str | None) -> str:
+    if not digest:
+        return "-"
+    algo, _, hexd = digest.partition(":")
+    return f"{algo}:{hexd[:12]}"
+
+
+class SyncProgress:
+    """Images done/total and bytes with speed, on a terminal only."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.enabled = self.console.is_terminal
+        self.progress: Progress | None = None
+        self.images: TaskID | None = None
+        self.bytes: TaskID | None = None
+
+    def __enter__(self) -> SyncProgress:
+        if self.enabled:
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     DownloadColumn(), TransferSpeedColumn(), console=self.console)
+            self.progress.start()
+        return self
+
+    def planned(self, plan: Plan) -> None:
+        if self.progress is not None:
+            self.images = self.progress.add_task("images", total=len(plan.work))
+            self.bytes = self.progress.add_task("bytes", total=None)
+
+    def image_done(self, item: PlanItem, result: ImageResult) -> None:
+        if self.progress is not None and self.images is not None:
+            self.progress.advance(self.images, 1)
+
+    def advance_bytes(self, n: int) -> None:
+        if self.progress is not None and self.bytes is not None:
+            self.progress.advance(self.bytes, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def print_plan(report: SyncReport) -> None:
+    console = stdout()
+    table = Table(title="plan", show_lines=False)
+    for col in ("state", "source", "target", "source digest", "target digest"):
+        table.add_column(col)
+    order = {"changed": 0, "new": 1, "removed": 2, "error": 3, "unchanged": 4}
+    for item in sorted(report.plan.items, key=lambda i: (order[i.state], i.source)):
+        table.add_row(item.state, item.source, item.target, short(item.source_digest),
+                      item.error or short(item.target_digest))
+    console.print(table)
+    _namespace_errors(report)
+    counts = report.plan.counts()
+    console.print("plan: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + " (dry run: nothing changed)")
+
+
+def print_summary(report: SyncReport) -> None:
+    console = stdout()
+    if report.outcome.results:
+        table = Table(title="sync")
+        for col in ("result", "source", "target", "digest", "bytes", "blobs c/m/s", "error"):
+            table.add_column(col)
+        for item, res in sorted(report.outcome.results, key=lambda p: p[0].source):
+            label = res.state if item.state != "changed" or res.state != "copied" else "updated"
+            table.add_row(label, item.source, item.target, short(res.digest), str(res.bytes_copied),
+                          f"{res.blobs_copied}/{res.blobs_mounted}/{res.blobs_skipped}", res.error or "")
+        console.print(table)
+    _namespace_errors(report)
+    data = report.to_json()["totals"]
+    counts = report.plan.counts()
+    failed = len(report.outcome.failed)
+    console.print(
+        f"synced {len(report.outcome.results) - failed} images ({data['bytes_copied']} bytes), "
+        f"{counts['unchanged']} unchanged, {failed + counts['error']} failed, {counts['removed']} removed upstream; "
+        f"{report.requests} requests, {report.retries} retries, {report.duration:.1f}s"
+        + (f"; metadata commit {report.commit[:12]}" if report.commit else "")
+    )
+
+
+def _namespace_errors(report: SyncReport) -> None:
+    console = stdout()
+    for ns in report.namespaces:
+        if ns.error:
+            console.print(f"listing {ns.spec.label} failed: {ns.error}")

@@ -1,0 +1,153 @@
+"""Turn the config file and command-line options into the objects a run needs (shared by every command)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gcrsync.config import Config, MetadataConfig, RegistryConfig, SyncEntry, TagsConfig, env_value, load_config
+from gcrsync.engine.naming import validate_mode
+from gcrsync.engine.plan import SourceSpec
+from gcrsync.engine.select import TagPolicy
+from gcrsync.errors import ConfigError
+from gcrsync.ledger import MetadataRepo
+from gcrsync.oci import Platform
+from gcrsync.reference import split_namespace
+from gcrsync.registry.credentials import Credential, CredentialStore
+from gcrsync.registry.transport import HostPolicy, TransportOptions
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `5m`, `24h`, `1d`, `1h30m` → seconds."""
+    total = 0.0
+    pos = 0
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    for m in re.finditer(r"(\d+(?:\.\d+)?)([smhd])", text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or total <= 0:
+        raise ConfigError(f"invalid duration {text!r}: use e.g. 90s, 5m, 24h")
+    return total
+
+
+def parse_creds(text: str | None, what: str) -> Credential | None:
+    """`user:password` from an option or env var (never echoed)."""
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise ConfigError(f"{what} must look like USER:PASSWORD")
+    return Credential(username=user, password=password)
+
+
+@dataclass
+class RunSettings:
+    config: Config
+    sources: list[SourceSpec] = field(default_factory=list)
+    credentials: CredentialStore | None = None
+    transport: TransportOptions = field(default_factory=TransportOptions)
+
+
+def load(config_path: str | None) -> Config:
+    return load_config(Path(config_path)) if config_path else Config()
+
+
+def _policy(tags: TagsConfig) -> TagPolicy:
+    return TagPolicy(include=list(tags.include), exclude=list(tags.exclude), semver=tags.semver,
+                     latest=tags.latest, include_digest_tags=tags.include_digest_tags)
+
+
+def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str | None = None,
+                 naming: str | None = None, platforms: tuple[str, ...] = (),
+                 tags: TagsConfig | None = None) -> list[SourceSpec]:
+    """One SourceSpec per `sync:` entry, or per SOURCE_NAMESPACE argument (the quick form)."""
+    entries = list(config.sync)
+    if namespaces:
+        entries = [SyncEntry(source=ns) for ns in namespaces]
+    if not entries:
+        raise ConfigError("nothing to sync: give SOURCE_NAMESPACE arguments or a config with a `sync:` list")
+    specs = []
+    for entry in entries:
+        target = dest or entry.target or config.target
+        if not target:
+            raise ConfigError(f"no target for {entry.source}: give --dest or `target:` in the config")
+        registry, namespace = split_namespace(entry.source)
+        mode = naming or entry.naming or config.defaults.naming
+        validate_mode(mode)
+        plats = list(platforms) or (entry.platforms if entry.platforms is not None else config.defaults.platforms)
+        specs.append(SourceSpec(
+            registry=registry,
+            namespace=namespace,
+            target_prefix=_normalise_target(target),
+            naming=mode,
+            policy=_policy(tags or entry.tags or config.defaults.tags),
+            platforms=[Platform.parse(p) for p in plats],
+            discovery=entry.discovery,
+            repositories=list(entry.repositories),
+        ))
+    return specs
+
+
+def _normalise_target(target: str) -> str:
+    if target.startswith("oci:"):
+        return "oci:" + str(Path(target[4:]).resolve())
+    registry, namespace = split_namespace(target)
+    return f"{registry}/{namespace}" if namespace else registry
+
+
+def credential_store(config: Config, *, src_creds: str | None = None, dest_creds: str | None = None,
+                     sources: list[SourceSpec] | None = None) -> CredentialStore:
+    overrides: dict[str, Credential] = {}
+    env: dict[str, tuple[str, str]] = {}
+    for host, reg in config.registries.items():
+        cred = _registry_credential(host, reg)
+        if cred is not None:
+            overrides[host] = cred
+    for spec in sources or []:
+        src = parse_creds(src_creds, "--src-creds")
+        if src is not None:
+            overrides[spec.registry] = src
+        dst = parse_creds(dest_creds, "--dest-creds")
+        if dst is not None and not spec.target_prefix.startswith("oci:"):
+            overrides[spec.target_prefix.split("/", 1)[0]] = dst
+    return CredentialStore(overrides, env)
+
+
+def _registry_credential(host: str, reg: RegistryConfig) -> Credential | None:
+    user = reg.username or env_value(reg.username_env)
+    password = reg.password or env_value(reg.password_env)
+    if reg.password_env and password is None:
+        raise ConfigError(f"registries.{host}.password_env: environment variable {reg.password_env} is not set")
+    if user is None and password is None:
+        return None
+    return Credential(username=user, password=password)
+
+
+def transport_options(config: Config, *, timeout: float | None = None, proxy: str | None = None) -> TransportOptions:
+    policies = {
+        host: HostPolicy(insecure=reg.insecure, requests_per_second=reg.requests_per_second,
+                         max_concurrency=reg.max_concurrency)
+        for host, reg in config.registries.items()
+    }
+    connect = timeout or config.defaults.timeout
+    return TransportOptions(connect_timeout=connect, read_timeout=max(connect * 6, 60.0),
+                            proxy=proxy or config.proxy, host_policies=policies)
+
+
+def chunked_hosts(config: Config) -> list[str]:
+    return [host for host, reg in config.registries.items() if reg.chunked_upload]
+
+
+def open_metadata(meta: MetadataConfig, location: str | None) -> MetadataRepo:
+    """The metadata repository: --metadata, else `metadata.location`, else the user's data directory."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gcrsync" / "metadata"
+    token = env_value(meta.token_env) or os.environ.get("GCRSYNC_GIT_TOKEN")
+    username = env_value(meta.username_env) or os.environ.get("GCRSYNC_GIT_USERNAME")
+    return MetadataRepo.open(location or meta.location, cache, token=token, username=username,
+                             author_name=meta.author_name, author_email=meta.author_email, branch=meta.branch)

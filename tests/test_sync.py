@@ -1,0 +1,221 @@
+"""`gcrsync sync` end to end against real registries: discovery, plan, incremental runs, mounts, naming."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from tools.imagefactory import make_layer, push_image, push_index
+
+from gcrsync.cli import main
+from harness import RegistryServer, skopeo_digest, unique_repo
+
+
+def run_sync(tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
+    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
+    env = {"DOCKER_CONFIG": str(tmp_path / "nodocker"), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = CliRunner().invoke(main, ["sync", *args, "--report", str(report)], env=env)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return result.exit_code, result.output, data
+
+
+def fill_namespace(server: RegistryServer, ns: str, shared: bytes) -> dict[str, str]:
+    """~10 repos, some nested, one multi-arch: returns repo:tag → digest."""
+    pusher = server.pusher()
+    out: dict[str, str] = {}
+    names = ["app", "db", "web", "tools/cli", "tools/debug/shell", "base", "proxy", "cache", "queue"]
+    for i, name in enumerate(names):
+        for j, tag in enumerate(["v1", "latest"]):
+            digest, _ = push_image(pusher, f"{ns}/{name}", tag, layers=[shared, make_layer(1000 + i * 10 + j, 4_000)])
+            out[f"{name}:{tag}"] = digest
+    out["multi:1.0"] = push_index(pusher, f"{ns}/multi", "1.0", [("linux", "amd64", None), ("linux", "arm64", "v8")],
+                                  3_000, seed=77)
+    return out
+
+
+def test_namespace_sync_incremental_and_moved_tag(registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
+    ns = unique_repo("ns")
+    expected = fill_namespace(registry, ns, make_layer(999, 20_000))
+    target: RegistryServer = make_registry()
+    dest = f"{target.host}/mirror"
+    # Plan only: nothing at the target afterwards.
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", dest, "--dry-run")
+    assert code == 0, out
+    assert report["totals"]["states"] == {"new": len(expected)}
+    assert not [r for r in target.requests() if r.method in ("PUT", "POST")]
+    # Cold sync.
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", dest)
+    assert code == 0, out
+    assert report["totals"]["states"] == {"copied": len(expected)}
+    for key, digest in expected.items():
+        name, tag = key.split(":")
+        assert skopeo_digest(target.ref(f"mirror/{name.replace('/', '_')}", tag)) == digest
+    # No-op re-run: copies nothing, and never GETs a manifest at the source (HEADs only).
+    registry.clear_requests()
+    target.clear_requests()
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", dest)
+    assert code == 0, out
+    assert report["totals"]["states"] == {"unchanged": len(expected)}
+    assert report["totals"]["bytes_copied"] == 0
+    src_gets = [r for r in registry.requests() if r.method == "GET" and "/manifests/" in r.path]
+    assert src_gets == []
+    assert not [r for r in target.requests() if r.method in ("PUT", "POST", "PATCH")]
+    # Move one tag at the source: exactly that tag is copied, reported old → new.
+    old = expected["app:latest"]
+    new, _ = push_image(registry.pusher(), f"{ns}/app", "latest", layers=[make_layer(4242, 4_000)])
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", dest)
+    assert code == 0, out
+    copied = [i for i in report["images"] if i["state"] == "copied"]
+    assert len(copied) == 1
+    assert copied[0]["source"].endswith(f"{ns}/app:latest")
+    assert copied[0]["planned"] == "changed"
+    assert copied[0]["previous_digest"] == old and copied[0]["digest"] == new
+    assert skopeo_digest(target.ref("mirror/app", "latest")) == new
+
+
+def test_shared_layer_pulled_once_and_mounted(registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
+    ns = unique_repo("shared")
+    shared = make_layer(31337, 200_000)
+    pusher = registry.pusher()
+    for i in range(10):
+        push_image(pusher, f"{ns}/r{i}", "v1", layers=[shared, make_layer(500 + i, 1_000)])
+    shared_digest = "sha256:" + __import__("hashlib").sha256(shared).hexdigest()
+    target: RegistryServer = make_registry()
+    registry.clear_requests()
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", f"{target.host}/m", "--jobs", "4")
+    assert code == 0, out
+    gets = [r for r in registry.requests() if r.method == "GET" and r.path.endswith(f"/blobs/{shared_digest}")]
+    assert len(gets) == 1
+    mounts = [r for r in target.requests()
+              if r.method == "POST" and f"mount={shared_digest}" in r.path and r.status == 201]
+    assert len(mounts) == 9
+    assert sum(i["blobs_mounted"] for i in report["images"]) >= 9
+
+
+def _plan(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    code, out, report = run_sync(tmp_path, *args, "--dry-run")
+    assert code == 0, out
+    return report["images"]
+
+
+def test_filters_latest_and_naming_modes(registry: RegistryServer, registry2: RegistryServer, tmp_path: Path) -> None:
+    ns = unique_repo("filters")
+    pusher = registry.pusher()
+    for tag in ["v1.0.0", "v1.1.0", "v1.2.0", "v2.0.0", "latest", "nightly-1", "sha256-" + "ab" * 32 + ".sig"]:
+        push_image(pusher, f"{ns}/sub/app", tag, layers=[make_layer(hash(tag) % 1000, 500)])
+    src = f"{registry.host}/{ns}"
+    dest = f"{registry2.host}/mirror"
+
+    def tags(images: list[dict[str, Any]]) -> list[str]:
+        return sorted(i["source"].rsplit(":", 1)[1] for i in images)
+
+    assert tags(_plan(tmp_path, src, "--dest", dest)) == ["latest", "nightly-1", "v1.0.0", "v1.1.0", "v1.2.0",
+                                                          "v2.0.0"]  # digest tags skipped by default
+    assert tags(_plan(tmp_path, src, "--dest", dest, "--include", r"v.*", "--exclude", r"v2\..*")) == [
+        "v1.0.0", "v1.1.0", "v1.2.0"]
+    assert tags(_plan(tmp_path, src, "--dest", dest, "--semver", ">=1.1 <2")) == ["v1.1.0", "v1.2.0"]
+    assert tags(_plan(tmp_path, src, "--dest", dest, "--latest", "2", "--include", r"v.*")) == ["v1.2.0", "v2.0.0"]
+    targets = {
+        "flatten": f"{dest}/sub_app:latest",
+        "preserve": f"{dest}/sub/app:latest",
+        "prefix": f"{dest}/127.0.0.1_{registry.port}_{ns}_sub_app:latest",
+        "{name}-mirror": f"{dest}/app-mirror:latest",
+    }
+    for mode, want in targets.items():
+        images = _plan(tmp_path, src, "--dest", dest, "--naming", mode, "--include", "latest")
+        assert [i["target"] for i in images] == [want], mode
+
+
+def test_collision_refused_before_any_push(registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
+    ns = unique_repo("coll")
+    pusher = registry.pusher()
+    push_image(pusher, f"{ns}/a/base", "v1", layers=[make_layer(71, 500)])
+    push_image(pusher, f"{ns}/b/base", "v1", layers=[make_layer(72, 500)])
+    target: RegistryServer = make_registry()
+    code, out, _ = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", f"{target.host}/m", "--naming", "{name}")
+    assert code == 2
+    assert f"{ns}/a/base" in out and f"{ns}/b/base" in out and "Traceback" not in out
+    assert not [r for r in target.requests() if r.method in ("PUT", "POST", "PATCH")]
+
+
+def test_failed_listing_is_an_error_not_empty(make_registry: Any, tmp_path: Path) -> None:
+    dead: RegistryServer = make_registry()
+    host = dead.host
+    dead.stop()
+    code, out, report = run_sync(tmp_path, f"{host}/anything", "--dest", "127.0.0.1:1/x", "--timeout", "2")
+    assert code == 1
+    assert report["namespaces"][0]["error"]
+    assert "listing" in out
+
+
+def test_sync_to_oci_layout(registry: RegistryServer, tmp_path: Path) -> None:
+    ns = unique_repo("tolayout")
+    digest, _ = push_image(registry.pusher(), f"{ns}/app", "v1", layers=[make_layer(81, 2_000)], oci=True)
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", f"oci:{tmp_path / 'mirror'}")
+    assert code == 0, out
+    assert skopeo_digest(f"oci:{tmp_path / 'mirror' / 'app'}:v1") == digest
+
+
+def test_one_failed_image_does_not_stop_others(make_registry: Any, registry2: RegistryServer, tmp_path: Path) -> None:
+    source: RegistryServer = make_registry()
+    ns = unique_repo("partial")
+    good, _ = push_image(source.pusher(), f"{ns}/good", "v1", layers=[make_layer(91, 3_000)])
+    _, raw = push_image(source.pusher(), f"{ns}/bad", "v1", layers=[make_layer(92, 3_000)])
+    digest = json.loads(raw)["layers"][0]["digest"].split(":")[1]
+    blob = source.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    data = bytearray(blob.read_bytes())
+    data[10] ^= 1
+    blob.write_bytes(bytes(data))
+    code, out, report = run_sync(tmp_path, f"{source.host}/{ns}", "--dest", f"{registry2.host}/{ns}-m")
+    assert code == 1
+    states = {i["source"].split("/")[-1]: i for i in report["images"]}
+    assert states["good:v1"]["state"] == "copied" and states["bad:v1"]["state"] == "failed"
+    assert "hashes to" in states["bad:v1"]["error"]
+    assert skopeo_digest(registry2.ref(f"{ns}-m/good", "v1")) == good
+    assert registry2.pusher().request("HEAD", f"/v2/{ns}-m/bad/manifests/v1", repo=f"{ns}-m/bad").status == 404
+
+
+@pytest.mark.parametrize("mode", ["config"])
+def test_config_file_sync(registry: RegistryServer, make_registry: Any, tmp_path: Path, mode: str) -> None:
+    ns = unique_repo("cfg")
+    pusher = registry.pusher()
+    push_index(pusher, f"{ns}/multi", "v1", [("linux", "amd64", None), ("linux", "arm64", None)], 2_000, seed=3)
+    push_image(pusher, f"{ns}/single", "v1", layers=[make_layer(101, 1_000)])
+    push_image(pusher, f"{ns}/single", "old", layers=[make_layer(102, 1_000)])
+    target: RegistryServer = make_registry()
+    config = tmp_path / "gcrsync.yaml"
+    config.write_text(f"""
+version: 1
+defaults:
+  jobs: 2
+  tags:
+    exclude: ["old"]
+target: {target.host}/mirror
+sync:
+  - source: {registry.host}/{ns}
+    platforms: [linux/arm64]
+""")
+    code, out, report = run_sync(tmp_path, "-c", str(config))
+    assert code == 0, out
+    assert sorted(i["target"] for i in report["images"]) == [f"{target.host}/mirror/multi:v1",
+                                                             f"{target.host}/mirror/single:v1"]
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                          f"docker://{target.host}/mirror/multi:v1"], capture_output=True, check=True).stdout
+    assert [m["platform"]["architecture"] for m in json.loads(raw)["manifests"]] == ["arm64"]
+    # A filtered index has a new digest by design; the ledger's source digest keeps the re-run a no-op.
+    code, out, report = run_sync(tmp_path, "-c", str(config))
+    assert code == 0, out
+    assert report["totals"]["states"] == {"unchanged": 2}
+
+
+def test_bad_config_is_one_line_with_line_number(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("version: 1\ndefaults:\n  jobs: many\n")
+    code, out, _ = run_sync(tmp_path, "-c", str(config))
+    assert code == 2
+    assert f"{config}:3" in out and "jobs" in out and "Traceback" not in out
