@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PKGS := docker-registry skopeo git apache2-utils
+APT_PKGS := docker-registry skopeo git apache2-utils time
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps system-deps venv lint typecheck test test-fast demo bench clean

@@ -37,8 +37,8 @@ class TagsConfig(_Model):
         for pattern in value:
             try:
                 re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+            except (re.error, RecursionError, OverflowError) as exc:  # deep groups, a{99999999999}
+                raise ValueError(f"invalid regex {pattern[:60]!r}: {exc}") from None
         return value
 
 
@@ -117,7 +117,8 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
 def _loc_text(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        text = " ".join(str(part).split())[:40]  # keys come from the file: keep the message one short line
+        out += f"[{part}]" if isinstance(part, int) else (f".{text}" if out else text)
     return out
 
 
@@ -130,6 +131,11 @@ def parse_config(text: str, name: str = "<config>") -> Config:
         where = f"{name}:{mark.line + 1}" if mark is not None else name
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        # PyYAML's own constructors raise these for values like `2001-02-30`, `!!bool maybe`, `!!timestamp x`.
+        raise ConfigError(f"{name}: invalid YAML: a value cannot be read ({type(exc).__name__})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

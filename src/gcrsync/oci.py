@@ -45,7 +45,7 @@ def sha256_digest(data: bytes) -> str:
 
 def validate_digest(value: object, what: str = "digest") -> str:
     """Return value if it is a digest we can verify (sha256 or sha512), else raise ManifestError."""
-    if not isinstance(value, str) or not _DIGEST_RE.match(value):
+    if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):  # fullmatch: "$" allows a trailing \n
         raise ManifestError(f"invalid {what}: {str(value)[:80]!r}")
     return value
 
@@ -71,7 +71,7 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         parts = text.strip().split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise ManifestError(f"invalid platform {text!r}: expected os/arch[/variant]")
+            raise ManifestError(f"invalid platform {text[:80]!r}: expected os/arch[/variant]")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     def matches(self, other: Platform) -> bool:
@@ -108,7 +108,7 @@ class Descriptor:
         digest = validate_digest(obj.get("digest"), f"{where} digest")
         size = obj.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ManifestError(f"{where}: size must be a non-negative integer, got {size!r}")
+            raise ManifestError(f"{where}: size must be a non-negative integer, got {repr(size)[:40]}")
         urls = obj.get("urls") or []
         if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
             raise ManifestError(f"{where}: urls must be a list of strings")
@@ -175,7 +175,7 @@ def parse_manifest(raw: bytes, header_type: str | None = None, expected_digest: 
         raise ManifestError(f"manifest is {len(raw)} bytes, over the 4 MiB limit")
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise ManifestError(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ManifestError("manifest is not a JSON object")
@@ -240,7 +240,7 @@ def schema1_payload(raw: bytes, doc: dict[str, Any]) -> bytes:
         length = int(header["formatLength"])
         tail_text = header["formatTail"]
         tail = base64.urlsafe_b64decode(tail_text + "=" * (-len(tail_text) % 4))
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise ManifestError(f"schema1 manifest has a malformed signature: {type(exc).__name__}") from None
     if not 0 < length <= len(raw):
         raise ManifestError("schema1 manifest signature has an impossible formatLength")

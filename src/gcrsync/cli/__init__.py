@@ -6,7 +6,10 @@ import click
 
 from gcrsync import __version__
 from gcrsync.cli.common import setup_logging
+from gcrsync.cli.compare import compare_command
 from gcrsync.cli.copy import copy_command
+from gcrsync.cli.listing import list_command
+from gcrsync.cli.monitor import monitor_command
 from gcrsync.cli.sync import sync_command
 
 
@@ -21,3 +24,6 @@ def main(debug: bool, quiet: bool) -> None:
 
 main.add_command(copy_command)
 main.add_command(sync_command)
+main.add_command(list_command)
+main.add_command(compare_command)
+main.add_command(monitor_command)

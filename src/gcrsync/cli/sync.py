@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from gcrsync.audit import save_last_run
 from gcrsync.cli import output
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import (
@@ -123,6 +124,8 @@ async def sync_command(
         finally:
             repo.close()
         _show(result, dry_run=dry_run, as_json=as_json)
+        if not dry_run:
+            save_last_run(_failures_by_namespace(result))
         if report:
             Path(report).write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
         all_ok = all_ok and result.ok
@@ -158,6 +161,15 @@ def _show(result: SyncReport, *, dry_run: bool, as_json: bool) -> None:
         stdout_line(json.dumps(result.to_json(), indent=2, sort_keys=True))
         return
     output.print_plan(result) if dry_run else output.print_summary(result)
+
+
+def _failures_by_namespace(result: SyncReport) -> dict[str, int]:
+    failed = {ns.spec.label: (1 if ns.error else 0) for ns in result.namespaces}
+    for item, _ in result.outcome.failed:
+        failed[item.spec.label] = failed.get(item.spec.label, 0) + 1
+    for item in result.plan.by_state("error"):
+        failed[item.spec.label] = failed.get(item.spec.label, 0) + 1
+    return failed
 
 
 def _human(seconds: float) -> str:

@@ -9,17 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from gcrsync.errors import DigestMismatch, GcrsyncError
+from gcrsync.errors import DigestMismatch, GcrsyncError, RegistryError
 from gcrsync.oci import Descriptor, new_hasher
+from gcrsync.registry.client import Repository
+from gcrsync.registry.transport import RETRY_STATUSES
 from gcrsync.store import ImageStore
 
 if TYPE_CHECKING:
     from gcrsync.engine.copy import ImageResult
 
 log = logging.getLogger("gcrsync.blobs")
+
+UPLOAD_ATTEMPTS = 4  # tries at one blob copy when the target fails the (unreplayable) upload
+UPLOAD_BACKOFF = 0.2  # seconds before the first restart; doubles each time, with jitter
 
 
 def domain_of(store: ImageStore) -> str:
@@ -85,6 +91,7 @@ class BlobMover:
         self._inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}
         self.bytes_pulled = 0
         self.pulls: dict[str, int] = {}  # digest → times fetched from a source (tests, bench, reports)
+        self.restarts = 0  # blob copies started over after the target failed an upload
 
     def _remember(self, store: ImageStore, digest: str) -> None:
         self._present.add((store.name, digest))
@@ -136,16 +143,38 @@ class BlobMover:
             result.blobs_mounted += 1
             return
         async with self._transfers:
-            self.pulls[desc.digest] = self.pulls.get(desc.digest, 0) + 1
+            for attempt in range(UPLOAD_ATTEMPTS):
+                try:
+                    counted = await self._transfer(desc, src, dst)
+                    break
+                except RegistryError as exc:
+                    # A streamed upload cannot be replayed by the transport: a 5xx/429 or a dropped connection
+                    # on it starts the copy over (fresh source stream, fresh upload session).
+                    if attempt == UPLOAD_ATTEMPTS - 1 or not (exc.status is None or exc.status in RETRY_STATUSES):
+                        raise
+                    self.restarts += 1
+                    if isinstance(dst, Repository):  # counted with the run's other retries, for the report
+                        dst.client.transport.stats.retries += 1
+                        dst.client.transport.stats.retry_reasons["upload-restart"] += 1
+                    log.info("restarting upload of %s to %s: %s", desc.digest[:19], dst.name, exc)
+                    await asyncio.sleep(UPLOAD_BACKOFF * 2**attempt * random.uniform(0.5, 1.0))
+        self._remember(dst, desc.digest)
+        result.blobs_copied += 1
+        result.bytes_copied += counted
+
+    async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore) -> int:
+        """One attempt at streaming a blob from src into dst, verified on the way; returns its size."""
+        self.pulls[desc.digest] = self.pulls.get(desc.digest, 0) + 1
+        counted = 0
+
+        def count(n: int) -> None:
+            nonlocal counted
+            counted += n
+            if self.on_bytes:
+                self.on_bytes(n)
+
+        try:
             async with src.open_blob(desc) as chunks:
-                counted = 0
-
-                def count(n: int) -> None:
-                    nonlocal counted
-                    counted += n
-                    if self.on_bytes:
-                        self.on_bytes(n)
-
                 failures: list[DigestMismatch] = []
                 try:
                     await dst.put_blob(desc, verified(chunks, desc, count, failures))
@@ -153,7 +182,6 @@ class BlobMover:
                     if failures:
                         raise failures[0] from None
                     raise
+        finally:
             self.bytes_pulled += counted
-        self._remember(dst, desc.digest)
-        result.blobs_copied += 1
-        result.bytes_copied += counted
+        return counted

@@ -45,11 +45,11 @@ _REF_RE = re.compile(r"^[^\s\x00]{1,512}$")
 
 def is_repo_name(name: str) -> bool:
     """True for a repository path like 'pause' or 'team/app' (OCI grammar, so never '..' or absolute)."""
-    return bool(name) and all(_COMPONENT_RE.match(part) for part in name.split("/"))
+    return bool(name) and all(_COMPONENT_RE.fullmatch(part) for part in name.split("/"))  # "$" allows "\n"
 
 
 def is_tag(tag: str) -> bool:
-    return bool(_TAG_RE.match(tag))
+    return bool(_TAG_RE.fullmatch(tag))
 
 
 def _is_host(host: str) -> bool:
@@ -85,7 +85,7 @@ def _parse_time(value: object) -> object:
 
 def _matching(pattern: re.Pattern[str], what: str) -> BeforeValidator:
     def check(value: object) -> object:
-        if isinstance(value, str) and not pattern.match(value):
+        if isinstance(value, str) and not pattern.fullmatch(value):
             raise ValueError(f"not {what}: {value[:80]!r}")
         return value
 
@@ -277,7 +277,7 @@ class Ledger:
         """Parse a ledger file's text; every problem is a one-line LedgerError naming `where`."""
         try:
             doc = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise LedgerError(f"{where}: invalid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise LedgerError(f"{where}: expected a JSON object, got {type(doc).__name__}")
@@ -285,9 +285,9 @@ class Ledger:
             raise LedgerError(f"{where}: unsupported format {str(doc.get('format'))[:40]!r}, expected {FORMAT!r}")
         unknown = set(doc) - {"format", "source", "target", "images"}
         if unknown:
-            raise LedgerError(f"{where}: unknown keys {sorted(unknown)}")
+            raise LedgerError(f"{where}: unknown keys {[key[:40] for key in sorted(unknown)[:5]]}")
         source, target, images = doc.get("source"), doc.get("target"), doc.get("images")
-        if not isinstance(source, str) or not isinstance(target, str) or not _REF_RE.match(target):
+        if not isinstance(source, str) or not isinstance(target, str) or not _REF_RE.fullmatch(target):
             raise LedgerError(f"{where}: 'source' and 'target' must be image references")
         if not isinstance(images, dict):
             raise LedgerError(f"{where}: 'images' must be an object")
@@ -296,21 +296,21 @@ class Ledger:
             if not is_repo_name(repo):
                 raise LedgerError(f"{where}: invalid image name {repo[:80]!r}")
             if not isinstance(tags, dict):
-                raise LedgerError(f"{where}: image {repo!r}: expected an object of tags")
+                raise LedgerError(f"{where}: image {repo[:80]!r}: expected an object of tags")
             for tag, raw in tags.items():
                 if not is_tag(tag):
-                    raise LedgerError(f"{where}: image {repo!r}: invalid tag {tag[:80]!r}")
+                    raise LedgerError(f"{where}: image {repo[:80]!r}: invalid tag {tag[:80]!r}")
                 try:
                     entry = Entry.model_validate(raw)
                 except ValidationError as exc:
-                    raise LedgerError(f"{where}: {repo}:{tag}: {_one_line(exc)}") from None
+                    raise LedgerError(f"{where}: {repo[:80]}:{tag}: {_one_line(exc)}") from None
                 ledger.images.setdefault(repo, {})[tag] = entry
         return ledger
 
 
 def _one_line(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(part) for part in err["loc"])
+    loc = " ".join(".".join(str(part)[:40] for part in err["loc"]).split())  # extra keys come from the file
     msg = str(err["msg"]).splitlines()[0]
     return f"{loc}: {msg}" if loc else msg
 
@@ -407,7 +407,7 @@ class LedgerStore:
         name = legacy.name
         try:
             items = json.loads(legacy.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise LedgerError(f"{name}: legacy ledger is not readable JSON: {exc}") from None
         if not isinstance(items, list):
             raise LedgerError(f"{name}: legacy ledger must be a JSON array of 'image:tag' strings")
@@ -415,8 +415,11 @@ class LedgerStore:
             repo, sep, tag = item.rpartition(":") if isinstance(item, str) else ("", "", "")
             if not sep or not is_repo_name(repo) or not is_tag(tag):
                 raise LedgerError(f"{name}: legacy ledger has an invalid entry {str(item)[:80]!r}")
-            ledger.images.setdefault(repo, {})[tag] = Entry(digest=None, target=f"{target}/{repo}:{tag}",
-                                                            legacy=True)
+            try:
+                entry = Entry(digest=None, target=f"{target}/{repo}:{tag}", legacy=True)
+            except ValidationError as exc:  # e.g. a name too long for an image reference
+                raise LedgerError(f"{name}: legacy entry {item[:80]!r}: {_one_line(exc)}") from None
+            ledger.images.setdefault(repo, {})[tag] = entry
         ledger.legacy_path = legacy
         log.warning("migrating legacy ledger %s (%d tags) to %s", name, len(ledger),
                     self.path_for(source).relative_to(self.root))

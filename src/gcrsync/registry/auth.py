@@ -181,7 +181,7 @@ class Authenticator:
 def _parse_token(host: str, body: bytes) -> _Token:
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise AuthError(f"token response from {host} is not JSON") from None
     if not isinstance(doc, dict):
         raise AuthError(f"token response from {host} is not a JSON object")
@@ -189,8 +189,8 @@ def _parse_token(host: str, body: bytes) -> _Token:
     if not isinstance(value, str) or not value:
         raise AuthError(f"token response from {host} has no token")
     expires_in = doc.get("expires_in", 60)
-    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or expires_in <= 0:
-        expires_in = 60  # the token spec's default when absent or nonsense
+    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or not 0 < expires_in < 1e9:
+        expires_in = 60  # the token spec's default when absent or nonsense (also NaN, infinite, or past float range)
     return _Token(value, time.monotonic() + float(expires_in))
 
 

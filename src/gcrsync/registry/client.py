@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gcrsync.errors import AuthError, GcrsyncError, ManifestError, NotFound, RegistryError
@@ -39,8 +40,10 @@ def registry_error(what: str, status: int, body: bytes) -> RegistryError:
     try:
         doc = json.loads(body[:65536])
         first = doc["errors"][0]
-        code, message = str(first.get("code", ""))[:60], str(first.get("message", ""))[:200]
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        # split/join: the message must stay one line whatever whitespace the registry put in it.
+        code = " ".join(str(first.get("code", "")).split())[:60]
+        message = " ".join(str(first.get("message", "")).split())[:200]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
         pass
     detail = f"{code}: {message}" if code else f"HTTP {status}"
     cls: type[RegistryError] = RegistryError
@@ -109,6 +112,29 @@ class RegistryClient:
             if resp.status == 401:
                 raise AuthError(f"{host}: authentication failed", status=401)
 
+    async def fetch(
+        self, url: URL, *, scopes: Iterable[str], headers: Mapping[str, str], limit: int, what: str
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """GET a small document (JSON, manifest) whole: (status, headers, body).
+
+        The transport retries failures before the response headers; a body cut off after them (connection
+        reset, truncated, stalled) is retried here, since aiohttp would raise it out of the caller's read.
+        """
+        stats = self.transport.stats
+        attempts = max(1, self.transport.options.max_attempts)
+        for attempt in range(attempts):
+            try:
+                async with self.send("GET", url, scopes=scopes, headers=headers) as resp:
+                    body = await _read_limited(resp, limit, what)
+                    return resp.status, resp.headers, body
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if attempt == attempts - 1:
+                    raise RegistryError(f"{what}: response body kept breaking off ({type(exc).__name__})") from None
+                stats.retries += 1
+                stats.retry_reasons["body-cut"] += 1
+                log.info("retrying %s after its body broke off (%s)", what, type(exc).__name__)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def get_json(self, url: str) -> tuple[object, Mapping[str, str]]:
         """GET a JSON document (listing APIs). Scopes are derived from registry API paths."""
         target = URL(url)
@@ -119,11 +145,12 @@ class RegistryClient:
                 scopes.append("registry:catalog:*")
             elif target.path.endswith("/tags/list"):
                 scopes.append(pull_scope("/".join(parts[2:-2])))
-        async with self.send("GET", target, scopes=scopes, headers={"Accept": "application/json"}) as resp:
-            body = await _read_limited(resp, MAX_JSON_BYTES, f"GET {target.path}")
-            if resp.status != 200:
-                raise registry_error(f"GET {redact_url(target)}", resp.status, body)
-            headers = resp.headers.copy()
+        status, headers, body = await self.fetch(
+            target, scopes=scopes, headers={"Accept": "application/json"}, limit=MAX_JSON_BYTES,
+            what=f"GET {redact_url(target)}",
+        )
+        if status != 200:
+            raise registry_error(f"GET {redact_url(target)}", status, body)
         try:
             return json.loads(body), headers
         except ValueError:
@@ -162,14 +189,14 @@ class Repository:
     # -- manifests -------------------------------------------------------------------------------
     async def get_manifest(self, ref: str) -> Manifest:
         what = f"manifest {self.name}:{ref}" if not ref.startswith("sha") else f"manifest {self.name}@{ref}"
-        async with self.client.send(
-            "GET", self._manifest_url(ref), scopes=self._pull, headers={"Accept": ACCEPT_MANIFESTS}
-        ) as resp:
-            body = await _read_limited(resp, MAX_MANIFEST_BYTES, what)
-            if resp.status != 200:
-                raise registry_error(what, resp.status, body)
-            header_digest = resp.headers.get("Docker-Content-Digest")
-            content_type = resp.headers.get("Content-Type")
+        status, headers, body = await self.client.fetch(
+            self._manifest_url(ref), scopes=self._pull, headers={"Accept": ACCEPT_MANIFESTS},
+            limit=MAX_MANIFEST_BYTES, what=what,
+        )
+        if status != 200:
+            raise registry_error(what, status, body)
+        header_digest = headers.get("Docker-Content-Digest")
+        content_type = headers.get("Content-Type")
         expected = ref if ":" in ref else None
         manifest = parse_manifest(body, content_type, expected)
         if expected is None and header_digest and header_digest != manifest.digest:
@@ -377,9 +404,13 @@ def next_link(current: URL, headers: Mapping[str, str]) -> URL | None:
             start, end = part.find("<"), part.find(">")
             if start < 0 or end < start:
                 raise RegistryError("malformed Link header")
-            nxt = current.join(URL(part[start + 1 : end], encoded=True))
-            if nxt.origin() != current.origin():
-                raise RegistryError(f"pagination Link points to another host ({nxt.host}): refused")
+            try:
+                nxt = current.join(URL(part[start + 1 : end], encoded=True))
+                same, host = nxt.origin() == current.origin(), nxt.host or ""
+            except ValueError:  # yarl: bad IPv6, port out of range, or not absolute (mailto:)
+                raise RegistryError("malformed Link header") from None
+            if not same:
+                raise RegistryError(f"pagination Link points to another host ({host[:80]!r}): refused")
             return nxt
     return None
 

@@ -28,6 +28,7 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +245,7 @@ class CredentialStore:
         self._use_docker_config = use_docker_config
         self._helper_timeout = helper_timeout
         self._config: DockerConfig | None = None
+        self._config_lock = threading.Lock()  # lookups for different hosts run in parallel threads
         self._cache: dict[str, Credential | None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._warned_helpers: set[str] = set()
@@ -287,9 +289,10 @@ class CredentialStore:
             return env_credential(user_var, password_var, self._environ)
         if not self._use_docker_config:
             return None
-        if self._config is None:
-            self._config = load_docker_config(self._config_path)
-        config = self._config
+        with self._config_lock:
+            if self._config is None:
+                self._config = load_docker_config(self._config_path)
+            config = self._config
         # As in Docker, an empty credHelpers entry means "no helper for this host", not "use credsStore".
         helper = config.cred_helpers.get(host, config.creds_store)
         if helper:

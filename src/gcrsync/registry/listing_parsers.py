@@ -150,9 +150,9 @@ def _iso_time(url: str, value: object, what: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+05:00 is before year 1 in UTC
         raise fail(url, f"{what} is not an ISO 8601 time: {text[:40]!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _rfc2822_time(url: str, value: object, what: str) -> datetime | None:
@@ -161,10 +161,10 @@ def _rfc2822_time(url: str, value: object, what: str) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        # "-0000" means "UTC, zone unknown" and yields a naive datetime.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: zone offsets of 30 digits
         raise fail(url, f"{what} is not an RFC 2822 date: {text[:40]!r}") from None
-    # "-0000" means "UTC, zone unknown" and yields a naive datetime.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 # --- OCI distribution (/v2/_catalog, /v2/<name>/tags/list, GCR/AR extension) --------------------------
@@ -243,14 +243,21 @@ def next_link(url: str, headers: Mapping[str, str]) -> str | None:
     for match in _LINK_PART_RE.finditer(value):
         rels = " ".join(m.group(1) for m in _REL_NEXT_RE.finditer(match.group(2))).lower().split()
         if "next" in rels:
-            return same_origin(url, urljoin(url, match.group(1).strip()), "Link header")
+            try:
+                target = urljoin(url, match.group(1).strip())
+            except ValueError:  # e.g. "http://[::1" (unbalanced IPv6 brackets)
+                raise fail(url, "Link header has a malformed target") from None
+            return same_origin(url, target, "Link header")
     return None
 
 
 def same_origin(base: str, target: str, what: str) -> str:
-    a, b = urlsplit(base), urlsplit(target)
+    try:
+        a, b = urlsplit(base), urlsplit(target)
+    except ValueError:
+        raise fail(base, f"{what} is not a valid URL") from None
     if (a.scheme, a.netloc.lower()) != (b.scheme, b.netloc.lower()) or b.username or b.password:
-        raise fail(base, f"{what} points to another server ({b.scheme}://{b.hostname}), refused")
+        raise fail(base, f"{what} points to another server ({f'{b.scheme}://{b.hostname}'[:100]!r}), refused")
     return target
 
 
@@ -289,7 +296,13 @@ def parse_hub_tags(url: str, body: object) -> tuple[dict[str, TagInfo], str | No
 
 def _hub_next(url: str, doc: Mapping[str, object]) -> str | None:
     nxt = _optional_str(url, doc.get("next"), "'next'")
-    return None if nxt is None else same_origin(url, urljoin(url, nxt), "'next'")
+    if nxt is None:
+        return None
+    try:
+        target = urljoin(url, nxt)
+    except ValueError:  # e.g. "http://[::1" (unbalanced IPv6 brackets)
+        raise fail(url, "'next' is not a valid URL") from None
+    return same_origin(url, target, "'next'")
 
 
 # --- Quay API --------------------------------------------------------------------------------------

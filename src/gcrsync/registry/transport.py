@@ -103,15 +103,14 @@ def parse_retry_after(value: str | None, cap: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() is also true for "²", which float() refuses
         return min(float(value), cap)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError, AttributeError):  # AttributeError: None (py<3.10)
         return None
-    if when is None:
-        return None
-    return max(0.0, min(when.timestamp() - time.time(), cap))
+    return max(0.0, min(seconds, cap))
 
 
 def parse_rate_limit(headers: Mapping[str, str]) -> tuple[int | None, float | None]:
@@ -121,13 +120,13 @@ def parse_rate_limit(headers: Mapping[str, str]) -> tuple[int | None, float | No
         raw = headers.get(name)
         if raw is None:
             continue
-        m = re.match(r"\s*(\d+)(?:\s*;\s*w=(\d+))?", raw)
+        m = re.match(r"\s*([0-9]{1,18})(?:\s*;\s*w=([0-9]{1,18}))?(?![0-9])", raw)  # int() refuses 4300+ digits
         if not m:
             return None, None
         window = float(m.group(2)) if m.group(2) else None
         if window is None:
             reset = headers.get("x-ratelimit-reset") or headers.get("ratelimit-reset")
-            if reset and reset.strip().isdigit():
+            if reset and reset.strip().isascii() and reset.strip().isdigit():
                 val = float(reset)
                 window = max(0.0, val - time.time()) if val > 1e9 else val
         return int(m.group(1)), window

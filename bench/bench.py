@@ -1,0 +1,493 @@
+"""gcrsync vs skopeo, side by side, on throw-away local registries. Informational: nothing here is asserted.
+
+Usage: ``python bench/bench.py [--repos 20 --tags 3 --layers 3 --layer-mib 4] [--quick] [--rss-sweep]``.
+See bench/README.md for what each figure means. Results are printed and written to ``.bench/results.json``.
+
+Every phase gets fresh target registries and is measured from the registries' own access logs (never from
+the tools' self-reports), so both tools are counted the same way. The one correctness check that matters,
+"gcrsync's target digests equal the source's for every tag", is made after each gcrsync phase and a
+mismatch makes the run exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
+
+from tools.imagefactory import (  # noqa: E402
+    DOCKER_LIST,
+    OCI_INDEX,
+    RegistryPusher,
+    derive_seed,
+    make_layer,
+    manifest_digest,
+    push_image,
+    push_index,
+)
+
+from harness import RegistryServer, start_registry  # noqa: E402
+
+MIB = 1024 * 1024
+NAMESPACE = "bench"
+TOOL_TIMEOUT_S = 900
+PLATFORMS = [("linux", "amd64", None), ("linux", "arm64", None), ("linux", "arm", "v7")]
+# Gorilla's combined log, which distribution writes for every request; the 5th field is the bytes written.
+_LOG_RE = re.compile(r'^\S+ \S+ \S+ \[[^\]]*\] "(\S+) (\S+) [^"]*" (\d{3}) (\d+|-)')
+_BLOB_GET_RE = re.compile(r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$")
+
+
+class BenchError(RuntimeError):
+    """The bench itself could not go on (a registry would not start, seeding failed)."""
+
+
+# -- registry access logs -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LogEntry:
+    method: str
+    path: str
+    status: int
+    size: int
+
+
+def read_log(server: RegistryServer) -> list[LogEntry]:
+    """Every request ``server`` logged so far, with response sizes; harness marker requests left out."""
+    server.requests()  # the harness's marker round trip: returns once everything before it is on disk
+    out = []
+    for line in server.access_log.read_text(errors="replace").splitlines():
+        m = _LOG_RE.match(line)
+        if m and "harness-sync=" not in m.group(2):
+            size = 0 if m.group(4) == "-" else int(m.group(4))
+            out.append(LogEntry(m.group(1), m.group(2), int(m.group(3)), size))
+    return out
+
+
+class LogWindow:
+    """The requests a registry served between construction and ``entries()``: one phase's traffic."""
+
+    def __init__(self, server: RegistryServer) -> None:
+        self.server = server
+        self.start = len(read_log(server))
+
+    def entries(self) -> list[LogEntry]:
+        return read_log(self.server)[self.start :]
+
+
+# -- seeding ------------------------------------------------------------------------------------------------
+@dataclass
+class Namespace:
+    """What the source holds: ``{repo: {tag: digest}}``, and the bytes of every distinct blob in it."""
+
+    tags: dict[str, dict[str, str]]
+    unique_bytes: int
+    blob_count: int
+
+    @property
+    def images(self) -> list[tuple[str, str]]:
+        return [(repo, tag) for repo, tags in sorted(self.tags.items()) for tag in sorted(tags)]
+
+
+def seed_source(pusher: RegistryPusher, args: argparse.Namespace) -> None:
+    """Fill ``bench/app-NN``: tags × layers, about half of each image's layers shared across repos.
+
+    Layer slots below ``shared`` come from two "base image" families (repo parity picks one), so mounts and
+    dedupe matter; the remaining slots are unique to each (repo, tag). The first ``--indexes`` repos also get
+    a multi-arch tag. All bytes derive from ``--seed``.
+    """
+    size = int(args.layer_mib * MIB)
+    shared = (args.layers + 1) // 2
+    bases = {(slot, fam): make_layer(derive_seed(args.seed, "base", slot, fam), size)
+             for slot in range(shared) for fam in range(2)}  # fmt: skip
+    for r in range(args.repos):
+        repo = f"{NAMESPACE}/app-{r:02d}"
+        for t in range(args.tags):
+            layers = [bases[(slot, r % 2)] for slot in range(shared)]
+            layers += [make_layer(derive_seed(args.seed, "app", r, t, k), size) for k in range(shared, args.layers)]
+            push_image(pusher, repo, f"v{t + 1}", layers=layers, labels={"bench": f"{r}-{t}"})
+        if r < args.indexes:
+            plats = PLATFORMS[: args.platforms]
+            push_index(pusher, repo, "multi", plats, size, derive_seed(args.seed, "index", r))
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    doc = json.loads(body)
+    if not isinstance(doc, dict):
+        raise BenchError("registry returned a non-object JSON document")
+    return doc
+
+
+def list_repos(pusher: RegistryPusher) -> list[str]:
+    """Every repository in the catalog, following distribution's ``Link`` pagination (max 1000 a page)."""
+    repos: list[str] = []
+    path: str | None = "/v2/_catalog?n=1000"
+    while path:
+        resp = pusher.request("GET", path)
+        if resp.status != 200:
+            raise BenchError(f"catalog of {pusher.base_url} failed: HTTP {resp.status}")
+        repos += _json(resp.body).get("repositories") or []
+        link = re.match(r"<([^>]+)>", resp.headers.get("Link", ""))
+        path = link.group(1) if link else None
+    return sorted(repos)
+
+
+def walk(pusher: RegistryPusher, repos: Sequence[str]) -> Namespace:
+    """Tags, manifest digests and distinct blobs of ``repos``, read back with the stdlib pusher."""
+    tags: dict[str, dict[str, str]] = {}
+    blobs: dict[str, int] = {}
+    for repo in repos:
+        tags[repo] = {}
+        for tag in pusher.list_tags(repo):
+            raw, _ = pusher.get_manifest(repo, tag)
+            tags[repo][tag] = manifest_digest(raw)
+            todo = [raw]
+            while todo:
+                doc = _json(todo.pop())
+                if doc.get("mediaType") in (DOCKER_LIST, OCI_INDEX) or "manifests" in doc:
+                    todo += [pusher.get_manifest(repo, m["digest"])[0] for m in doc["manifests"]]
+                    continue
+                for desc in [doc["config"], *doc["layers"]]:
+                    blobs[desc["digest"]] = int(desc["size"])
+    return Namespace(tags, sum(blobs.values()), len(blobs))
+
+
+def verify(target: RegistryServer, expected: dict[str, dict[str, str]]) -> list[str]:
+    """Differences between ``target`` and ``expected`` ({target repo: {tag: digest}}); empty if identical."""
+    pusher = target.pusher()
+    problems = []
+    present = set(list_repos(pusher))
+    for repo in sorted(present - set(expected)):
+        problems.append(f"unexpected repository {repo}")
+    for repo, want in sorted(expected.items()):
+        if repo not in present:
+            problems.append(f"missing repository {repo}")
+            continue
+        got = walk(pusher, [repo]).tags[repo]
+        for tag in sorted(set(want) | set(got)):
+            if got.get(tag) != want.get(tag):
+                problems.append(f"{repo}:{tag}: target {got.get(tag)} != source {want.get(tag)}")
+    return problems
+
+
+# -- running the tools --------------------------------------------------------------------------------------
+def gcrsync_cmd() -> list[str]:
+    """The installed console script (real startup cost included), next to this interpreter if possible."""
+    beside = Path(sys.executable).parent / "gcrsync"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("gcrsync")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from gcrsync.cli import main; sys.argv[0] = 'gcrsync'; main()"]
+
+
+def tool_env(home: Path) -> dict[str, str]:
+    """No proxy may see loopback traffic, and no user config/credentials may leak into either tool."""
+    drop = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "gcrsync_", "registry_auth_file")
+    env = {k: v for k, v in os.environ.items() if not k.lower().startswith(drop)}
+    env.update({"NO_PROXY": "127.0.0.1,localhost", "XDG_CONFIG_HOME": str(home / "config"),
+                "XDG_DATA_HOME": str(home / "data"), "XDG_CACHE_HOME": str(home / "cache")})  # fmt: skip
+    return env
+
+
+def run_tool(argv: Sequence[str], log: Path, env: dict[str, str]) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS KiB, exit code) of one tool process; its output is appended to ``log``.
+
+    ``os.wait4`` gives the child's own rusage, so the RSS is the tool's, not the bench's.
+    """
+    with log.open("ab") as out:
+        out.write(("\n$ " + " ".join(argv) + "\n").encode())
+        out.flush()
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        timer = threading.Timer(TOOL_TIMEOUT_S, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: stop Popen from waiting again
+    return wall, usage.ru_maxrss, proc.returncode
+
+
+@dataclass
+class Phase:
+    """One tool's figures for one scenario."""
+
+    scenario: str
+    tool: str
+    wall_s: float = 0.0
+    peak_rss_kib: int = 0
+    processes: int = 0
+    src_requests: int = 0
+    dst_requests: int = 0
+    bytes_pulled: int = 0
+    src_manifest_gets: int = 0
+    failures: list[str] = field(default_factory=list)
+    verify_problems: list[str] = field(default_factory=list)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> None:
+        self.args = args
+        self.work = work
+        self.stack = stack
+        self.env = tool_env(work / "home")
+        self.log = work / "tools.log"
+        self.counter = 0
+
+    def registry(self, name: str) -> RegistryServer:
+        self.counter += 1
+        server = start_registry(self.work / f"{self.counter:02d}-{name}")
+        self.stack.callback(server.stop)
+        return server
+
+    def drop(self, server: RegistryServer) -> None:
+        """Stop a finished target and delete its storage early, so disk use stays at about two copies."""
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def measure(self, phase: Phase, src: RegistryServer, dst: RegistryServer) -> Iterator[None]:
+        src_win, dst_win = LogWindow(src), LogWindow(dst)
+        yield
+        src_log, dst_log = src_win.entries(), dst_win.entries()
+        phase.src_requests, phase.dst_requests = len(src_log), len(dst_log)
+        phase.bytes_pulled = sum(e.size for e in src_log if e.method == "GET" and _BLOB_GET_RE.match(e.path))
+        phase.src_manifest_gets = sum(1 for e in src_log if e.method == "GET" and "/manifests/" in e.path)
+
+    def run(self, phase: Phase, argv: Sequence[str]) -> None:
+        wall, rss, code = run_tool(argv, self.log, self.env)
+        phase.wall_s += wall
+        phase.peak_rss_kib = max(phase.peak_rss_kib, rss)
+        phase.processes += 1
+        if code != 0:
+            phase.failures.append(f"exit {code}: {' '.join(argv[-2:])}")
+
+    def gcrsync_args(self) -> list[str]:
+        return ["--jobs", str(self.args.jobs)] if self.args.jobs else []
+
+    def copy_every_tag(self, tool: str, src: RegistryServer, ns: Namespace) -> Phase:
+        phase, dst = Phase("A copy every tag", tool), self.registry(f"dst-a-{tool}")
+        with self.measure(phase, src, dst):
+            for repo, tag in ns.images:
+                s, d = f"{src.host}/{repo}:{tag}", f"{dst.host}/{repo}:{tag}"
+                if tool == "gcrsync":
+                    self.run(phase, [*gcrsync_cmd(), "copy", s, d, *self.gcrsync_args()])
+                else:
+                    self.run(phase, ["skopeo", "--insecure-policy", "copy", "--all", "--preserve-digests",
+                                     "--src-tls-verify=false", "--dest-tls-verify=false",
+                                     f"docker://{s}", f"docker://{d}"])  # fmt: skip
+        phase.verify_problems = verify(dst, ns.tags)
+        self.drop(dst)
+        return phase
+
+    def namespace_sync(self, tool: str, src: RegistryServer, ns: Namespace) -> tuple[Phase, Phase]:
+        """Cold sync, then the same command again. Both tools name targets ``mirror/<repo minus bench/>``.
+
+        ``gcrsync --naming preserve`` strips the namespace; ``skopeo sync`` without ``--scoped`` keeps only
+        the last path component (path.Base), which is the same thing for ``bench/app-NN``.
+        """
+        dst = self.registry(f"dst-b-{tool}")
+        prefix = f"{dst.host}/mirror"
+        if tool == "gcrsync":
+            argv = [*gcrsync_cmd(), "sync", f"{src.host}/{NAMESPACE}", "--dest", prefix, "--naming", "preserve",
+                    "--metadata", str(self.work / "metadata"), *self.gcrsync_args()]  # fmt: skip
+        else:
+            spec = self.work / "skopeo-sync.yaml"
+            images: dict[str, list[str]] = {repo: [] for repo in ns.tags}  # [] = every tag
+            spec.write_text(yaml.safe_dump({src.host: {"tls-verify": False, "images": images}}))
+            argv = ["skopeo", "--insecure-policy", "sync", "--all", "--preserve-digests", "--src", "yaml",
+                    "--dest", "docker", "--dest-tls-verify=false", str(spec), prefix]  # fmt: skip
+        expected = {"mirror/" + repo.rsplit("/", 1)[-1]: tags for repo, tags in ns.tags.items()}
+        phases = []
+        for scenario in ("B cold sync", "B no-op re-sync"):
+            phase = Phase(scenario, tool)
+            with self.measure(phase, src, dst):
+                self.run(phase, argv)
+            phase.verify_problems = verify(dst, expected)
+            phases.append(phase)
+        self.drop(dst)
+        return phases[0], phases[1]
+
+    def rss_sweep(self, src: RegistryServer) -> list[dict[str, Any]]:
+        """Peak RSS of one copy of a one-layer image, per layer size: flat means blobs are streamed."""
+        rows = []
+        pusher = src.pusher()
+        dst = self.registry("dst-rss")
+        for mib in self.args.rss_sizes:
+            repo = f"rss/layer-{mib}m"
+            push_image(pusher, repo, "v1", layers=[make_layer(derive_seed(self.args.seed, "rss", mib), mib * MIB)])
+            row: dict[str, Any] = {"layer_mib": mib}
+            for tool in ("gcrsync", "skopeo"):
+                s, d = f"{src.host}/{repo}:v1", f"{dst.host}/{tool}/{repo}:v1"
+                argv = ([*gcrsync_cmd(), "copy", s, d] if tool == "gcrsync" else
+                        ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                         f"docker://{s}", f"docker://{d}"])  # fmt: skip
+                wall, rss, code = run_tool(argv, self.log, self.env)
+                row[tool] = {"peak_rss_kib": rss, "wall_s": round(wall, 3), "exit": code}
+            rows.append(row)
+        self.drop(dst)
+        return rows
+
+
+# -- reporting ----------------------------------------------------------------------------------------------
+METRICS = [("wall_s", "wall time (s)"), ("peak_rss_kib", "peak RSS (MiB)"), ("src_requests", "source requests"),
+           ("dst_requests", "target requests"), ("bytes_pulled", "bytes pulled (MiB)"),
+           ("src_manifest_gets", "source manifest GETs")]  # fmt: skip
+
+
+def _fmt(key: str, value: float) -> str:
+    if key == "peak_rss_kib":
+        return f"{value / 1024:.1f}"
+    if key == "bytes_pulled":
+        return f"{value / MIB:.1f}"
+    return f"{value:.2f}" if key == "wall_s" else str(int(value))
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def report(phases: list[Phase], ns: Namespace) -> tuple[str, dict[str, dict[str, float | None]]]:
+    lines = [f"unique bytes in the namespace: {ns.unique_bytes / MIB:.1f} MiB ({ns.unique_bytes} bytes, "
+             f"{ns.blob_count} blobs, {len(ns.images)} tags in {len(ns.tags)} repos)", ""]  # fmt: skip
+    header = f"{'scenario':<18} {'metric':<22} {'gcrsync':>10} {'skopeo':>10} {'ratio':>7}"
+    lines += [header, "-" * len(header)]
+    ratios: dict[str, dict[str, float | None]] = {}
+    by_key = {(p.scenario, p.tool): p for p in phases}
+    for scenario in dict.fromkeys(p.scenario for p in phases):
+        g, s = by_key[(scenario, "gcrsync")], by_key[(scenario, "skopeo")]
+        ratios[scenario] = {}
+        for i, (key, label) in enumerate(METRICS):
+            gv, sv = float(getattr(g, key)), float(getattr(s, key))
+            r = ratios[scenario][key] = ratio(gv, sv)
+            extra = f"  ({gv / ns.unique_bytes:.2f}× / {sv / ns.unique_bytes:.2f}× unique)" if key == "bytes_pulled" else ""
+            lines.append(f"{scenario if i == 0 else '':<18} {label:<22} {_fmt(key, gv):>10} {_fmt(key, sv):>10} "
+                         f"{'n/a' if r is None else f'{r:.2f}×':>7}{extra}")  # fmt: skip
+        lines.append(f"{'':<18} {'processes':<22} {g.processes:>10} {s.processes:>10}")
+    return "\n".join(lines), ratios
+
+
+def targets(ratios: dict[str, dict[str, float | None]], phases: list[Phase], ns: Namespace) -> list[dict[str, Any]]:
+    """The issue's goals, evaluated for information only."""
+
+    def total_requests(scenario: str, tool: str) -> int:
+        p = next(p for p in phases if p.scenario == scenario and p.tool == tool)
+        return p.src_requests + p.dst_requests
+
+    cold, noop = ratios.get("B cold sync", {}), ratios.get("B no-op re-sync", {})
+    noop_req = ratio(total_requests("B no-op re-sync", "gcrsync"), total_requests("B no-op re-sync", "skopeo"))
+    pulled = next(p.bytes_pulled for p in phases if p.scenario == "B cold sync" and p.tool == "gcrsync")
+    checks = [("cold sync wall time ≤ 0.6× skopeo", cold.get("wall_s"), 0.6),
+              ("no-op re-sync wall time ≤ 0.3× skopeo", noop.get("wall_s"), 0.3),
+              ("no-op re-sync requests ≤ 0.25× skopeo", noop_req, 0.25),
+              ("cold sync bytes pulled = unique bytes", ratio(pulled, ns.unique_bytes), 1.0)]  # fmt: skip
+    out = []
+    for label, value, limit in checks:
+        met = None if value is None else (value == limit if label.endswith("unique bytes") else value <= limit)
+        out.append({"target": label, "value": value, "limit": limit, "met": met})
+    return out
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Benchmark gcrsync against skopeo on local registries.")
+    p.add_argument("--repos", type=int, help="repositories under bench/ (default 20; quick 4)")
+    p.add_argument("--tags", type=int, help="tags per repository (default 3; quick 2)")
+    p.add_argument("--layers", type=int, help="layers per image, about half shared (default 3; quick 2)")
+    p.add_argument("--layer-mib", type=float, help="size of each layer in MiB (default 4; quick 1)")
+    p.add_argument("--indexes", type=int, help="repos that also get a multi-arch 'multi' tag (default 3; quick 1)")
+    p.add_argument("--platforms", type=int, default=3, choices=(2, 3), help="platforms per multi-arch index")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--jobs", type=int, help="pass --jobs N to gcrsync (default: gcrsync's own default)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (4 repos × 2 tags × 2 layers × 1 MiB)")
+    p.add_argument("--rss-sweep", action="store_true", help="also measure peak RSS copying one big layer")
+    p.add_argument("--rss-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64, 256],
+                   help="layer sizes in MiB for --rss-sweep (default 16,64,256)")  # fmt: skip
+    p.add_argument("--output", type=Path, default=REPO_ROOT / ".bench" / "results.json")
+    args = p.parse_args(argv)
+    defaults = (4, 2, 2, 1.0, 1) if args.quick else (20, 3, 3, 4.0, 3)
+    for name, default in zip(("repos", "tags", "layers", "layer_mib", "indexes"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if min(args.repos, args.tags, args.layers) < 1 or args.layer_mib <= 0:
+        p.error("--repos, --tags, --layers and --layer-mib must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("skopeo") is None:
+        print("bench: skopeo is not installed", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gcrsync-bench-")))
+        bench = Bench(args, work, stack)
+        src = bench.registry("src")
+        t0 = time.perf_counter()
+        seed_source(src.pusher(), args)
+        ns = walk(src.pusher(), [r for r in list_repos(src.pusher()) if r.startswith(NAMESPACE + "/")])
+        print(f"seeded {len(ns.images)} tags in {len(ns.tags)} repos, {ns.unique_bytes / MIB:.1f} MiB unique, "
+              f"in {time.perf_counter() - t0:.1f}s", flush=True)  # fmt: skip
+        phases: list[Phase] = []
+        for tool in ("gcrsync", "skopeo"):
+            print(f"A copy every tag: {tool} …", flush=True)
+            phases.append(bench.copy_every_tag(tool, src, ns))
+        for tool in ("gcrsync", "skopeo"):
+            print(f"B namespace sync: {tool} …", flush=True)
+            phases.extend(bench.namespace_sync(tool, src, ns))
+        phases.sort(key=lambda p: p.scenario)
+        sweep = bench.rss_sweep(src) if args.rss_sweep else []
+        tool_log_tail = bench.log.read_text(errors="replace")[-3000:]
+
+    table, ratios = report(phases, ns)
+    goals = targets(ratios, phases, ns)
+    print("\n" + table + "\n\ntargets (informational, never asserted):")
+    for goal in goals:
+        mark = {True: "met", False: "NOT met", None: "n/a"}[goal["met"]]
+        print(f"  {goal['target']:<42} value {goal['value']}  → {mark}")
+    for row in sweep:
+        g, s = row["gcrsync"], row["skopeo"]
+        print(f"  rss sweep: layer {row['layer_mib']:>4} MiB  gcrsync {g['peak_rss_kib'] / 1024:7.1f} MiB"
+              f" (exit {g['exit']})  skopeo {s['peak_rss_kib'] / 1024:7.1f} MiB (exit {s['exit']})")  # fmt: skip
+    bad = 0
+    for p in phases:
+        for problem in p.failures + p.verify_problems:
+            bad += p.tool == "gcrsync"
+            print(f"{'!!! ' if p.tool == 'gcrsync' else 'warning: '}{p.tool} / {p.scenario}: {problem}")
+    if bad:
+        print(f"!!! {bad} gcrsync failure(s)/digest mismatch(es) — see above; last tool output:\n{tool_log_tail}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    results = {"config": config, "unique_bytes": ns.unique_bytes, "blobs": ns.blob_count, "tags": len(ns.images),
+               "phases": [asdict(p) for p in phases], "ratios": ratios, "targets": goals, "rss_sweep": sweep,
+               "total_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults written to {args.output} (total {results['total_s']}s)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""What the target really holds versus the source and the ledger (`compare`, `monitor`).
+
+`compare` is the original tool's bootstrap: it asks the target registry (HEADs) instead of trusting any
+record, and `--write` rebuilds the ledger from what it found. `monitor` counts what a sync would do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gcrsync.engine.plan import Plan, PlanItem
+from gcrsync.ledger import Ledger
+from gcrsync.ledger.store import atomic_write
+from gcrsync.mirror import Mirror, NamespaceResult
+
+
+@dataclass
+class NamespaceComparison:
+    source: str
+    target: str
+    error: str | None = None
+    in_sync: list[PlanItem] = field(default_factory=list)
+    missing: list[PlanItem] = field(default_factory=list)  # at the source, not at the target
+    differs: list[PlanItem] = field(default_factory=list)  # target tag has another digest
+    ledger_only: list[str] = field(default_factory=list)  # in the ledger, not at the target
+    ledger_stale: list[str] = field(default_factory=list)  # ledger digest ≠ target digest
+
+    def counts(self) -> dict[str, int]:
+        return {"in_sync": len(self.in_sync), "missing": len(self.missing), "differs": len(self.differs),
+                "ledger_only": len(self.ledger_only), "ledger_stale": len(self.ledger_stale)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "target": self.target, "error": self.error, "counts": self.counts(),
+            "missing": [i.target for i in self.missing],
+            "differs": [{"target": i.target, "source_digest": i.source_digest, "target_digest": i.target_digest}
+                        for i in self.differs],
+            "ledger_only": self.ledger_only, "ledger_stale": self.ledger_stale,
+        }
+
+
+async def compare(mirror: Mirror, ledgers: dict[str, Ledger]) -> tuple[Plan, list[NamespaceComparison]]:
+    """Plan against the real target (never the ledger), then check the ledger against what was found."""
+    mirror.options.trust_ledger = False
+    plan, namespaces = await mirror.plan({})  # an empty ledger map: every target digest comes from a HEAD
+    return plan, _classify(plan, namespaces, ledgers)
+
+
+def _classify(plan: Plan, namespaces: list[NamespaceResult],
+              ledgers: dict[str, Ledger]) -> list[NamespaceComparison]:
+    out = []
+    for ns in namespaces:
+        cmp = NamespaceComparison(ns.spec.label, ns.spec.target_prefix, ns.error)
+        seen: dict[tuple[str, str], PlanItem] = {}
+        for item in plan.items:
+            if item.spec is not ns.spec:
+                continue
+            seen[(item.rel, item.tag)] = item
+            if item.state == "unchanged":
+                cmp.in_sync.append(item)
+            elif item.state == "new":
+                cmp.missing.append(item)
+            elif item.state == "changed":
+                cmp.differs.append(item)
+        ledger = ledgers.get(ns.spec.label)
+        if ledger is not None and ns.error is None:
+            for rel, tag, entry in ledger.entries():
+                found = seen.get((rel, tag))
+                if found is None or found.target_digest is None:
+                    cmp.ledger_only.append(f"{rel}:{tag}")
+                elif entry.digest is not None and entry.digest != found.target_digest:
+                    cmp.ledger_stale.append(f"{rel}:{tag}")
+        out.append(cmp)
+    return out
+
+
+def rebuild_ledger(ledger: Ledger, comparison: NamespaceComparison, plan: Plan) -> Ledger:
+    """A ledger holding exactly what the target really has for this namespace's mapped names."""
+    fresh = Ledger(ledger.source, ledger.target)
+    now = datetime.now(UTC)
+    for item in comparison.in_sync + comparison.differs:
+        if item.target_digest is None:
+            continue
+        old = ledger.get(item.rel, item.tag)
+        fresh.record(item.rel, item.tag, digest=item.target_digest, target_ref=item.target,
+                     media_type=old.media_type if old and old.digest == item.target_digest else None, now=now)
+    return fresh
+
+
+# -- the last run's failures, for `monitor` ---------------------------------------------------------
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gcrsync"
+
+
+def save_last_run(failed_by_namespace: dict[str, int]) -> None:
+    path = state_dir() / "last-run.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "failed": failed_by_namespace}
+    atomic_write(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def load_last_run() -> dict[str, int]:
+    try:
+        doc = json.loads((state_dir() / "last-run.json").read_text())
+        failed = doc.get("failed", {}) if isinstance(doc, dict) else {}
+        return {str(k): int(v) for k, v in failed.items() if isinstance(v, int)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+# -- Prometheus text format -------------------------------------------------------------------------
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(rows: list[dict[str, Any]], checked_at: float) -> str:
+    lines = [
+        "# HELP gcrsync_tags Tags per source namespace by sync state.",
+        "# TYPE gcrsync_tags gauge",
+    ]
+    for row in rows:
+        for state in ("synced", "pending_new", "pending_changed", "failed_last_run"):
+            lines.append(f'gcrsync_tags{{namespace="{_label(row["namespace"])}",state="{state}"}} {row[state]}')
+    lines += [
+        "# HELP gcrsync_listing_ok 1 if the namespace could be listed at the last check, else 0.",
+        "# TYPE gcrsync_listing_ok gauge",
+    ]
+    for row in rows:
+        lines.append(f'gcrsync_listing_ok{{namespace="{_label(row["namespace"])}"}} {0 if row["error"] else 1}')
+    lines += [
+        "# HELP gcrsync_last_check_timestamp_seconds When the monitor last checked.",
+        "# TYPE gcrsync_last_check_timestamp_seconds gauge",
+        f"gcrsync_last_check_timestamp_seconds {checked_at:.3f}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,136 @@
+"""Reliability against real registries behind a fault-injecting proxy: flaky networks, rate limits, liars.
+
+Every sync here runs through ``Mirror`` with a Transport built by the test (short timeouts, fast backoff), and
+is checked with skopeo against the real registries behind the proxy, never through it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from tools.imagefactory import derive_seed, make_layer, push_image, push_index
+
+from faultproxy import FaultProxy
+from gcrsync.engine.plan import SourceSpec
+from gcrsync.mirror import Mirror, SyncOptions, SyncReport
+from gcrsync.registry.client import RegistryClient
+from gcrsync.registry.credentials import CredentialStore
+from gcrsync.registry.transport import Transport, TransportOptions
+from harness import MakeRegistry, RegistryServer, skopeo_digest, skopeo_raw, unique_repo
+
+MAX_SERVES = 4  # no blob may be served (fully or partly) more often than this in one run
+
+
+@asynccontextmanager
+async def make_client(**options: Any) -> AsyncIterator[RegistryClient]:
+    """A client with test-sized knobs: a stall costs one second, a backoff a few milliseconds."""
+    knobs: dict[str, Any] = {"connect_timeout": 2.0, "read_timeout": 1.0, "backoff_base": 0.02,
+                             "max_attempts": 6, **options}
+    async with Transport(TransportOptions(**knobs)) as transport:
+        yield RegistryClient(transport, CredentialStore(use_docker_config=False))
+
+
+async def sync_namespace(client: RegistryClient, source_host: str, namespace: str, dest: str,
+                         jobs: int = 4) -> SyncReport:
+    spec = SourceSpec(registry=source_host, namespace=namespace, target_prefix=dest)
+    return await Mirror(client, [spec], SyncOptions(jobs=jobs, query_jobs=4)).run()
+
+
+def fill_namespace(server: RegistryServer, ns: str, seed: int) -> dict[str, str]:
+    """Three single-arch repos sharing a base layer plus one two-platform index, 250 KB..1.2 MB blobs.
+
+    Returns ``{source repo (relative to ns): tag}`` → digest, keyed as ``"name:tag"``.
+    """
+    pusher = server.pusher()
+    base = make_layer(derive_seed(seed, "base"), 600_000)
+    out: dict[str, str] = {}
+    for i, name in enumerate(["api", "worker", "tools/cli"]):
+        layer = make_layer(derive_seed(seed, name), 250_000 + 450_000 * i)
+        out[f"{name}:v1"], _ = push_image(pusher, f"{ns}/{name}", "v1", layers=[base, layer])
+    plats = [("linux", "amd64", None), ("linux", "arm64", "v8")]
+    out["multi:v2"] = push_index(pusher, f"{ns}/multi", "v2", plats, 400_000, seed=seed)
+    return out
+
+
+def blob_digests(raw: bytes) -> list[str]:
+    doc = json.loads(raw)
+    return ([doc["config"]["digest"]] if "config" in doc else []) + [x["digest"] for x in doc.get("layers", [])]
+
+
+def assert_mirrored(source: RegistryServer, ns: str, target: RegistryServer, prefix: str,
+                    expected: dict[str, str]) -> None:
+    """skopeo, on the real registries: each target tag has the source's digest and all of its children."""
+    for key, digest in expected.items():
+        name, tag = key.split(":")
+        src_repo, dst_repo = f"{ns}/{name}", f"{prefix}/{name.replace('/', '_')}"
+        assert skopeo_digest(source.ref(src_repo, tag)) == digest
+        assert skopeo_digest(target.ref(dst_repo, tag)) == digest, key
+        doc = json.loads(skopeo_raw(target.ref(dst_repo, tag)))
+        manifests = [skopeo_raw(target.ref(dst_repo, m["digest"])) for m in doc.get("manifests", [])] or [
+            skopeo_raw(target.ref(dst_repo, tag))]
+        pusher = target.pusher()
+        for raw in manifests:
+            for blob in blob_digests(raw):
+                assert pusher.request("HEAD", f"/v2/{dst_repo}/blobs/{blob}", repo=dst_repo).status == 200
+
+
+def failed_images(report: SyncReport) -> dict[str, str]:
+    return {item.source: res.error or "" for item, res in report.outcome.results if res.state == "failed"}
+
+
+# -- flaky source / flaky target -----------------------------------------------------------------------------
+async def test_namespace_sync_through_faulty_source(make_registry: MakeRegistry) -> None:
+    source, target = make_registry(), make_registry()
+    ns = unique_repo("flaky-src")
+    expected = fill_namespace(source, ns, seed=101)
+    proxy = FaultProxy(source.url, seed=7, max_faults=30)
+    for kind in ("500", "503", "429"):
+        proxy.add_fault(kind, 0.06, retry_after=0)
+    proxy.add_fault("reset", 0.2, methods=("GET",), path="/blobs/", cut=0.5)
+    proxy.add_fault("truncate", 0.1, methods=("GET",), cut=0.3)
+    # Exact faults too, so every kind is seen whatever the interleaving: a stall costs one read timeout.
+    proxy.fail_next(1, "stall", "/manifests/", stall_seconds=30)
+    proxy.fail_next(1, "reset", "/blobs/", cut=0.5)
+    proxy.fail_next(1, "truncate", "/blobs/", cut=0.7)
+    proxy.fail_next(1, "429", "/manifests/", retry_after=1)
+    async with proxy, make_client() as client:
+        report = await sync_namespace(client, proxy.host, ns, f"{target.host}/mirror")
+        reasons = client.transport.stats.retry_reasons
+    stats = proxy.stats
+    assert failed_images(report) == {} and report.ok
+    assert report.to_json()["totals"]["states"] == {"copied": len(expected)}
+    assert_mirrored(source, ns, target, "mirror", expected)
+    for kind in ("stall", "reset", "truncate", "429"):
+        assert stats.faults[kind] >= 1, kind
+    assert report.retries > 0 and report.to_json()["totals"]["retries"] == report.retries
+    assert reasons["blob-resume"] >= 2 and reasons["429"] >= 1
+    assert any("Timeout" in r for r in reasons), reasons
+    serves = stats.serves_by_digest()
+    print("DBG", dict(reasons), dict(stats.faults), sorted(serves.values()), report.retries)
+    assert serves and max(serves.values()) <= MAX_SERVES, serves
+
+
+async def test_namespace_sync_through_faulty_target(make_registry: MakeRegistry) -> None:
+    source, target = make_registry(), make_registry()
+    ns = unique_repo("flaky-dst")
+    expected = fill_namespace(source, ns, seed=202)
+    proxy = FaultProxy(target.url, seed=11, max_faults=20)
+    for kind in ("500", "502", "503", "429"):
+        proxy.add_fault(kind, 0.05, retry_after=0)
+    # The final PUT of a blob streams its body, so it cannot be replayed: the upload starts over.
+    proxy.fail_next(2, "503", r"/blobs/uploads/.+", methods=("PUT",))
+    proxy.fail_next(1, "429", r"/blobs/uploads/.+", methods=("PUT",), retry_after=0)
+    proxy.fail_next(1, "500", "/manifests/", methods=("PUT",))
+    async with proxy, make_client() as client:
+        report = await sync_namespace(client, source.host, ns, f"{proxy.host}/mirror")
+        reasons = client.transport.stats.retry_reasons
+    stats = proxy.stats
+    print("DBG", dict(reasons), dict(stats.faults), failed_images(report))
+    assert failed_images(report) == {} and report.ok
+    assert_mirrored(source, ns, target, "mirror", expected)
+    upload_faults = [d for d in stats.decisions if d.method == "PUT" and "/blobs/uploads/" in d.path and d.fault]
+    assert len(upload_faults) >= 3
+    assert report.retries > 0
