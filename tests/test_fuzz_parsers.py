@@ -465,6 +465,18 @@ def test_client_next_link(link: str) -> None:
         assert nxt.origin() == CURRENT.origin()
 
 
+@pytest.mark.parametrize("target", ["https://evil.example/v2/x", "//evil.example/v2/x", "http://registry.example/v2/x",
+                                    "https://registry.example:444/v2/x", "http://[::1", "mailto:x", "//h:99999/x"])
+def test_client_next_link_refuses_other_hosts_and_junk(target: str) -> None:
+    rejects(RegistryError, next_link, CURRENT, {"Link": f'<{target}>; rel="next"'})
+
+
+def test_client_next_link_follows_same_host() -> None:
+    link = '</v2/team/app/tags/list?last=b&n=100>; rel="next"'
+    assert next_link(CURRENT, {"Link": link}) == URL("https://registry.example/v2/team/app/tags/list?last=b&n=100")
+    assert next_link(CURRENT, {"Link": '</x>; rel="prev"'}) is None and next_link(CURRENT, {}) is None
+
+
 @FUZZ
 @given(body=st.binary(max_size=200) | JSON.map(dumps)
        | st.fixed_dictionaries({"errors": st.lists(st.fixed_dictionaries({}, optional={

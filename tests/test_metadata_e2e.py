@@ -7,6 +7,7 @@ source (LedgerStore only looks for legacy files of gcr.io namespaces); that test
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ from gcrsync.cli.common import registry_client
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.ledger import LedgerStore, MetadataRepo
 from gcrsync.ledger.changelog import short_digest
-from gcrsync.mirror import Mirror, SyncOptions
+from gcrsync.mirror import Mirror, SyncOptions, SyncReport
 from gcrsync.registry.transport import TransportOptions
 from harness import RegistryServer, skopeo_copy_all, skopeo_digest, unique_repo
 from test_git_metadata import _GitHTTP
@@ -279,6 +280,7 @@ def test_two_stale_work_trees_same_ledger(registry: RegistryServer, registry2: R
         run = cli.sync(f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}", "--include", tag,
                        "--metadata", str(clone))
         assert run.code == 0, run.output
+    assert "metadata push rejected" in run.output and "rebuilding" in run.output  # the race really happened
     history = commits(remote)
     assert len(history) == 3 and git("rev-parse", "HEAD", cwd=clones[1]).strip() == history[0]
     ledger = remote_ledger(remote, registry, ns)
@@ -411,7 +413,7 @@ def test_git_token_never_written_anywhere(registry: RegistryServer, registry2: R
     assert scanned > 20
 
 
-async def test_legacy_ledger_migrated_by_a_sync(registry: RegistryServer, registry2: RegistryServer,
+def test_legacy_ledger_migrated_by_a_sync(registry: RegistryServer, registry2: RegistryServer,
                                                 cli: Gcrsync, tmp_path: Path) -> None:
     """Library level: the CLI only migrates legacy files of gcr.io namespaces, so a loopback source needs a
     LedgerStore told that its host is one the original tool read. Real registries, real git, Mirror.run."""
@@ -432,13 +434,17 @@ async def test_legacy_ledger_migrated_by_a_sync(registry: RegistryServer, regist
     assert other.code == 0, other.output
     assert show(remote, ns) == legacy_text
     repo = MetadataRepo.open(str(remote), tmp_path / "lib-cache")
+    spec = SourceSpec(registry=registry.host, namespace=ns, target_prefix=f"{registry2.host}/{dest}")
+
+    async def mirror() -> SyncReport:
+        async with registry_client(TransportOptions()) as client:
+            return await Mirror(client, [spec], SyncOptions(jobs=2), repo).run()
+
     try:
         repo.store = LedgerStore(repo.workdir, legacy_registries=frozenset({registry.host}))
-        spec = SourceSpec(registry=registry.host, namespace=ns, target_prefix=f"{registry2.host}/{dest}")
         with repo.lock():
-            async with registry_client(TransportOptions()) as client:
-                report = await Mirror(client, [spec], SyncOptions(jobs=2), repo).run()
-            assert report.ok
+            report = asyncio.run(mirror())  # not an async test: the CLI above runs its own event loop
+            assert report.ok and [a.source for a in report.changes.added] == [f"{registry.host}/{ns}/etcd:1"]
             sha = repo.publish("migrate", report.changes)
     finally:
         repo.close()

@@ -158,6 +158,7 @@ def test_sync_to_oci_layout(registry: RegistryServer, tmp_path: Path) -> None:
     digest, _ = push_image(registry.pusher(), f"{ns}/app", "v1", layers=[make_layer(81, 2_000)], oci=True)
     code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", f"oci:{tmp_path / 'mirror'}")
     assert code == 0, out
+    assert report["totals"]["states"] == {"copied": 1}
     assert skopeo_digest(f"oci:{tmp_path / 'mirror' / 'app'}:v1") == digest
 
 
@@ -172,7 +173,7 @@ def test_one_failed_image_does_not_stop_others(make_registry: Any, registry2: Re
     data[10] ^= 1
     blob.write_bytes(bytes(data))
     code, out, report = run_sync(tmp_path, f"{source.host}/{ns}", "--dest", f"{registry2.host}/{ns}-m")
-    assert code == 1
+    assert code == 1, out
     states = {i["source"].split("/")[-1]: i for i in report["images"]}
     assert states["good:v1"]["state"] == "copied" and states["bad:v1"]["state"] == "failed"
     assert "hashes to" in states["bad:v1"]["error"]
@@ -219,3 +220,17 @@ def test_bad_config_is_one_line_with_line_number(tmp_path: Path) -> None:
     code, out, _ = run_sync(tmp_path, "-c", str(config))
     assert code == 2
     assert f"{config}:3" in out and "jobs" in out and "Traceback" not in out
+
+
+def test_list_command(registry: RegistryServer, tmp_path: Path) -> None:
+    ns = unique_repo("list")
+    digest, _ = push_image(registry.pusher(), f"{ns}/deep/app", "v3", layers=[make_layer(111, 500)])
+    result = CliRunner().invoke(main, ["list", f"{registry.host}/{ns}", "--json"],
+                                env={"DOCKER_CONFIG": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert [r["repository"] for r in doc["repositories"]] == [f"{ns}/deep/app"]
+    assert list(doc["repositories"][0]["tags"]) == ["v3"]
+    plain = CliRunner().invoke(main, ["list", f"{registry.host}/{ns}"], env={"DOCKER_CONFIG": str(tmp_path)})
+    assert f"{registry.host}/{ns}/deep/app:v3" in plain.output and "1 repositories, 1 tags" in plain.output
+    assert digest  # catalog listings carry no digests; the plan HEADs them

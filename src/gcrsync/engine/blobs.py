@@ -38,14 +38,15 @@ async def verified(
     chunks: AsyncIterator[bytes],
     desc: Descriptor,
     on_bytes: Callable[[int], None] | None = None,
-    failures: list[DigestMismatch] | None = None,
+    failures: list[GcrsyncError] | None = None,
 ) -> AsyncIterator[bytes]:
     """Pass chunks through, checking size and digest; the last chunk is held back until both verify.
 
     Holding it back means a bad blob never reaches the target as a complete upload: the request is cut
     short instead of being committed (the registry would refuse it too, but a layout or a lax registry
     should not have to). The HTTP stack may wrap an exception raised inside a request body, so the
-    mismatch is also appended to `failures` for the caller to re-raise as it is.
+    mismatch (or the source stream's own GcrsyncError) is also appended to `failures` for the caller to
+    re-raise as it is.
     """
 
     def fail(message: str) -> DigestMismatch:
@@ -57,7 +58,16 @@ async def verified(
     hasher = new_hasher(desc.digest)
     total = 0
     pending: bytes | None = None
-    async for chunk in chunks:
+    source = aiter(chunks)
+    while True:
+        try:
+            chunk = await anext(source)
+        except StopAsyncIteration:
+            break
+        except GcrsyncError as exc:  # the source's own clear error (size lie, transfer kept failing)
+            if failures is not None:
+                failures.append(exc)
+            raise
         if not chunk:
             continue
         total += len(chunk)
@@ -175,7 +185,7 @@ class BlobMover:
 
         try:
             async with src.open_blob(desc) as chunks:
-                failures: list[DigestMismatch] = []
+                failures: list[GcrsyncError] = []
                 try:
                     await dst.put_blob(desc, verified(chunks, desc, count, failures))
                 except Exception:

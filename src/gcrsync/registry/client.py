@@ -12,7 +12,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from gcrsync.errors import AuthError, GcrsyncError, ManifestError, NotFound, RegistryError
+from gcrsync.errors import AuthError, DigestMismatch, GcrsyncError, ManifestError, NotFound, RegistryError
 from gcrsync.oci import (
     ACCEPT_MANIFESTS,
     MAX_MANIFEST_BYTES,
@@ -41,8 +41,7 @@ def registry_error(what: str, status: int, body: bytes) -> RegistryError:
         doc = json.loads(body[:65536])
         first = doc["errors"][0]
         # split/join: the message must stay one line whatever whitespace the registry put in it.
-        code = " ".join(str(first.get("code", "")).split())[:60]
-        message = " ".join(str(first.get("message", "")).split())[:200]
+        code, message = (" ".join(str(first.get(k, "")).split())[:n] for k, n in (("code", 60), ("message", 200)))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
         pass
     detail = f"{code}: {message}" if code else f"HTTP {status}"
@@ -258,6 +257,12 @@ class Repository:
             headers = {"Range": f"bytes={received}-"} if received else {}
             try:
                 async with self._blob_response(desc, headers) as resp:
+                    length = resp.content_length
+                    if resp.status == 200 and length is not None and 0 <= desc.size != length:
+                        # A source whose blob size differs from the descriptor is lying: fail before the download.
+                        raise DigestMismatch(
+                            f"blob {desc.digest[:19]}… is {length} bytes at the source, its descriptor says {desc.size}"
+                        )
                     skip = received if (received and resp.status == 200) else 0  # no Range support: restart
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         if skip:
@@ -270,6 +275,12 @@ class Repository:
                     if desc.size < 0 or received >= desc.size:
                         return
                     raise aiohttp.ClientPayloadError("connection closed before the end of the blob")
+            except RegistryError as exc:
+                if exc.status == 416 and received:  # nothing at the offset the descriptor promised more bytes at
+                    raise DigestMismatch(
+                        f"blob {desc.digest[:19]}… has {received} bytes at the source, its descriptor says {desc.size}"
+                    ) from None
+                raise
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError, OSError) as exc:
                 resumes += 1
                 self.client.transport.stats.retries += 1
