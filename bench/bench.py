@@ -17,10 +17,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -189,46 +189,62 @@ def verify(target: RegistryServer, expected: dict[str, dict[str, str]]) -> list[
 def gcrsync_cmd() -> list[str]:
     """The installed console script (real startup cost included), next to this interpreter if possible."""
     beside = Path(sys.executable).parent / "gcrsync"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("gcrsync")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from gcrsync.cli import main; sys.argv[0] = 'gcrsync'; main()"]
+    found = str(beside) if beside.exists() else shutil.which("gcrsync")
+    return [found] if found else [sys.executable, "-c", "from gcrsync.cli import main; main()"]
 
 
-def tool_env(home: Path) -> dict[str, str]:
-    """No proxy may see loopback traffic, and no user config/credentials may leak into either tool."""
+def tool_env(work: Path) -> dict[str, str]:
+    """The environment both tools run in: no proxy, no user config or credentials, bytecode cached.
+
+    With PYTHONDONTWRITEBYTECODE set (as in some CI images) every gcrsync process would recompile its
+    modules (~0.2 s each); an installed gcrsync has .pyc files, so the bench caches bytecode in its temp dir.
+    """
     drop = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "gcrsync_", "registry_auth_file")
     env = {k: v for k, v in os.environ.items() if not k.lower().startswith(drop)}
-    env.update({"NO_PROXY": "127.0.0.1,localhost", "XDG_CONFIG_HOME": str(home / "config"),
-                "XDG_DATA_HOME": str(home / "data"), "XDG_CACHE_HOME": str(home / "cache")})  # fmt: skip
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update({"NO_PROXY": "127.0.0.1,localhost", "PYTHONPYCACHEPREFIX": str(work / "pycache"),
+                "XDG_CONFIG_HOME": str(work / "home/config"), "XDG_DATA_HOME": str(work / "home/data"),
+                "XDG_CACHE_HOME": str(work / "home/cache")})  # fmt: skip
     return env
 
 
-def run_tool(argv: Sequence[str], log: Path, env: dict[str, str]) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS KiB, exit code) of one tool process; its output is appended to ``log``.
+# ru_maxrss survives exec and starts at the forking process's own peak, so a tool forked straight from this
+# (large) process would report at least our RSS. A tiny launcher forks it instead; its ~10 MiB floor is
+# below either tool's real peak. It also times fork→reap, so interpreter start-up is not charged to a tool.
+_LAUNCHER = """
+import os, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(out, "w") as f:
+    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
 
-    ``os.wait4`` gives the child's own rusage, so the RSS is the tool's, not the bench's.
-    """
+
+def run_tool(argv: Sequence[str], log: Path, env: dict[str, str]) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS KiB, exit code) of one tool process; its output is appended to ``log``."""
+    result = log.with_suffix(".rusage")
     with log.open("ab") as out:
         out.write(("\n$ " + " ".join(argv) + "\n").encode())
         out.flush()
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        timer = threading.Timer(TOOL_TIMEOUT_S, proc.kill)
-        timer.start()
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _LAUNCHER, str(result), *argv], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)  # fmt: skip
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: stop Popen from waiting again
-    return wall, usage.ru_maxrss, proc.returncode
+            proc.wait(timeout=TOOL_TIMEOUT_S)
+        finally:  # timeout or Ctrl-C: the tool lives in the launcher's session, take both down
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if proc.returncode != 0:
+        return 0.0, 0, proc.returncode
+    wall, rss, code = result.read_text().split()
+    return float(wall), int(rss), int(code)
 
 
 @dataclass
@@ -253,7 +269,7 @@ class Bench:
         self.args = args
         self.work = work
         self.stack = stack
-        self.env = tool_env(work / "home")
+        self.env = tool_env(work)
         self.log = work / "tools.log"
         self.counter = 0
 

@@ -171,5 +171,5 @@ def test_monitor_reports_and_metrics_match_reality(make_registry: MakeRegistry, 
     assert not list(metrics.parent.glob(".gcrsync-tmp-*"))  # written atomically, nothing left behind
     # The monitor only reads: no commit, no ledger change.
     assert len(commits(remote)) == 1
-    ledger: dict[str, Any] = remote_ledger(remote, registry=source, ns=ns)
+    ledger: dict[str, Any] = remote_ledger(remote, source, ns)
     assert set(ledger) == {"good:v1", "good:v2"}

@@ -11,9 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+from aiohttp import web
 from tools.imagefactory import derive_seed, make_layer, push_image, push_index, sha256_digest
 
 from faultproxy import FaultProxy
+from gcrsync.engine.blobs import BlobMover
+from gcrsync.engine.copy import copy_image
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.mirror import Mirror, SyncOptions, SyncReport
 from gcrsync.registry.client import RegistryClient
@@ -183,3 +187,116 @@ async def test_lying_source_fails_only_the_lying_images(make_registry: MakeRegis
                        ("sizesmall", short_layer)]:
         assert check.request("HEAD", f"/v2/mirror/{name}/blobs/{blob}", repo=f"mirror/{name}").status == 404
     assert not report.ok
+
+
+# -- rate limits ---------------------------------------------------------------------------------------------
+async def test_retry_after_is_waited_for_and_capped(registry: RegistryServer, registry2: RegistryServer) -> None:
+    repo = unique_repo("retry-after")
+    digest, _ = push_image(registry.pusher(), repo, "v1", layers=[make_layer(401, 20_000)])
+    async with FaultProxy(registry.url) as proxy:
+        proxy.fail_next(1, "429", "/manifests/v1$", methods=("GET",), retry_after=2)
+        async with make_client() as client:
+            result = await copy_image(client.repository(proxy.host, repo), "v1",
+                                      client.repository(registry2.host, repo), "v1", BlobMover(2))
+            stats = client.transport.stats
+        assert result.state == "copied" and stats.retry_reasons["429"] == 1 and stats.retries == 1
+        assert stats.waited_seconds >= 2.0  # the server's Retry-After, not a 20 ms backoff
+        # A Retry-After beyond max_retry_wait (as seconds or as an HTTP date) is cut to the cap.
+        proxy.fail_next(1, "429", "/manifests/v1$", methods=("GET",), retry_after=3600)
+        proxy.fail_next(1, "429", "/manifests/v1$", methods=("GET",), retry_after=3600, retry_after_date=True)
+        async with make_client(max_retry_wait=0.2) as client:
+            await client.repository(proxy.host, repo).get_manifest("v1")
+            stats = client.transport.stats
+        assert stats.retry_reasons["429"] == 2
+        assert stats.waited_seconds == pytest.approx(0.4, abs=0.01)
+    assert skopeo_digest(registry2.ref(repo, "v1")) == digest
+
+
+async def test_rate_limit_budget_slows_down(registry: RegistryServer, registry2: RegistryServer) -> None:
+    repo = unique_repo("ratelimit")
+    digest = push_index(registry.pusher(), repo, "v1", [("linux", "amd64", None), ("linux", "arm64", None)],
+                        10_000, seed=402)
+    async with FaultProxy(registry.url) as proxy, make_client(max_retry_wait=0.05) as client:
+        proxy.add_headers({"RateLimit-Limit": "100;w=60", "RateLimit-Remaining": "0;w=60"})
+        result = await copy_image(client.repository(proxy.host, repo), "v1",
+                                  client.repository(registry2.host, repo), "v1", BlobMover(4))
+        stats = client.transport.stats
+        answered = proxy.stats.requests
+    assert result.state == "copied"
+    assert stats.rate_limit_slowdowns >= answered > 0  # every answer from the budgeted host said "0 left"
+    assert stats.retries == 0 and stats.waited_seconds > 0  # paced waits, recorded, without any retry
+    assert skopeo_digest(registry2.ref(repo, "v1")) == digest
+
+
+# -- errors that must not be retried -------------------------------------------------------------------------
+@asynccontextmanager
+async def refusing_registry(status: int, code: str) -> AsyncIterator[tuple[str, list[str]]]:
+    """A registry on 127.0.0.1 listing team/app:v1 whose manifest GET always answers ``status`` with an OCI
+    error body: yields (host, the paths of every manifest GET it answered)."""
+    gets: list[str] = []
+    fake_digest = "sha256:" + "ab" * 32
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path == "/v2/":
+            return web.json_response({})
+        if path == "/v2/_catalog":
+            return web.json_response({"repositories": ["team/app"]})
+        if path == "/v2/team/app/tags/list":
+            return web.json_response({"name": "team/app", "tags": ["v1"]})
+        if path == "/v2/team/app/manifests/v1" and request.method == "HEAD":
+            return web.Response(headers={"Docker-Content-Digest": fake_digest, "Content-Length": "300",
+                                         "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        if path.startswith("/v2/team/app/manifests/"):
+            gets.append(path)
+            body = {"errors": [{"code": code, "message": f"refused by the test ({status})"}]}
+            return web.json_response(body, status=status)
+        return web.json_response({"errors": [{"code": "UNSUPPORTED", "message": path}]}, status=404)
+
+    runner = web.ServerRunner(web.Server(handle, access_log=None))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"127.0.0.1:{port}", gets
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(("status", "code"), [(403, "DENIED"), (404, "MANIFEST_UNKNOWN"), (400, "MANIFEST_INVALID")])
+async def test_non_retryable_errors_fail_fast(registry2: RegistryServer, status: int, code: str) -> None:
+    dest = f"{registry2.host}/{unique_repo('refused')}"
+    async with refusing_registry(status, code) as (host, gets), make_client() as client:
+        report = await sync_namespace(client, host, "team", dest)
+        stats = client.transport.stats
+    assert gets == ["/v2/team/app/manifests/v1"]  # asked once, never again
+    assert stats.retries == 0 and report.retries == 0
+    [image] = report.to_json()["images"]
+    assert image["state"] == "failed"
+    assert f"{code}: refused by the test ({status})" in image["error"]
+    assert not report.ok
+
+
+# -- resumable blob downloads --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["reset", "truncate"])
+async def test_dropped_blob_download_resumes_with_range(registry: RegistryServer, registry2: RegistryServer,
+                                                        kind: str) -> None:
+    repo = unique_repo("resume")
+    layer = make_layer(403, 1_200_000)
+    digest, _ = push_image(registry.pusher(), repo, "v1", layers=[layer])
+    path = f"/v2/{repo}/blobs/{sha256_digest(layer)}"
+    registry.clear_requests()
+    async with FaultProxy(registry.url) as proxy, make_client() as client:
+        proxy.fail_next(1, kind, f"{path}$", cut=0.5)
+        result = await copy_image(client.repository(proxy.host, repo), "v1",
+                                  client.repository(registry2.host, repo), "v1", BlobMover(2))
+        stats = client.transport.stats
+        served = proxy.stats
+    assert result.state == "copied" and result.bytes_copied >= len(layer)
+    assert stats.retry_reasons["blob-resume"] == 1
+    # Cut once, then a ranged request: two partial serves, never a second full download.
+    assert served.faults[kind] == 1 and served.blob_partial[path] == 2 and served.blob_full[path] == 0
+    statuses = [r.status for r in registry.requests() if r.method == "GET" and r.path == path]
+    assert statuses == [200, 206]
+    assert skopeo_digest(registry2.ref(repo, "v1")) == digest

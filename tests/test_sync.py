@@ -234,3 +234,29 @@ def test_list_command(registry: RegistryServer, tmp_path: Path) -> None:
     plain = CliRunner().invoke(main, ["list", f"{registry.host}/{ns}"], env={"DOCKER_CONFIG": str(tmp_path)})
     assert f"{registry.host}/{ns}/deep/app:v3" in plain.output and "1 repositories, 1 tags" in plain.output
     assert digest  # catalog listings carry no digests; the plan HEADs them
+
+
+def test_removed_upstream_reported_then_pruned(registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
+    ns = unique_repo("removed")
+    pusher = registry.pusher()
+    push_image(pusher, f"{ns}/app", "keep", layers=[make_layer(121, 500)])
+    gone, _ = push_image(pusher, f"{ns}/app", "gone", layers=[make_layer(122, 500)])
+    target: RegistryServer = make_registry()
+    args = (f"{registry.host}/{ns}", "--dest", f"{target.host}/m")
+    assert run_sync(tmp_path, *args)[0] == 0
+    pusher.delete_manifest(f"{ns}/app", gone)
+    code, out, report = run_sync(tmp_path, *args)
+    assert code == 0, out
+    removed = [i for i in report["images"] if i["planned"] == "removed"]
+    assert [i["target"] for i in removed] == [f"{target.host}/m/app:gone"]
+    assert skopeo_digest(target.ref("m/app", "gone")) == gone  # reported, not deleted
+    changelog = next((tmp_path / "data").rglob("CHANGELOG.md")).read_text()
+    assert "Removed upstream" in changelog and "m/app:gone" in changelog
+    # Next run with --prune: the ledger no longer lists it, so a fresh removal is needed to prune.
+    gone2, _ = push_image(pusher, f"{ns}/app", "gone2", layers=[make_layer(123, 500)])
+    assert run_sync(tmp_path, *args)[0] == 0
+    pusher.delete_manifest(f"{ns}/app", gone2)
+    code, out, report = run_sync(tmp_path, *args, "--prune")
+    assert code == 0, out
+    assert target.pusher().request("HEAD", "/v2/m/app/manifests/gone2", repo="m/app").status == 404
+    assert skopeo_digest(target.ref("m/app", "keep")) == skopeo_digest(registry.ref(f"{ns}/app", "keep"))

@@ -22,7 +22,8 @@ from gcrsync.engine.plan import Plan, PlanItem, SourceSpec, build_items, check_c
 from gcrsync.engine.run import RunOutcome, execute
 from gcrsync.layout import LayoutRepository
 from gcrsync.ledger import Added, Failed, Ledger, MetadataRepo, Removed, RunChanges, Updated
-from gcrsync.registry.client import RegistryClient
+from gcrsync.errors import GcrsyncError
+from gcrsync.registry.client import RegistryClient, Repository
 from gcrsync.registry.discovery import DiscoveredRepo, discover
 from gcrsync.store import ImageStore
 
@@ -35,6 +36,7 @@ class SyncOptions:
     query_jobs: int = 8
     trust_ledger: bool = False
     dry_run: bool = False
+    prune: bool = False  # delete target tags whose source tag is gone (registry targets only)
     image_deadline: float | None = None
     hub_api: str = "https://hub.docker.com"
     quay_api: str = "https://quay.io"
@@ -240,6 +242,7 @@ class Mirror:
                 jobs=self.options.jobs, on_result=record, stop=stop, image_deadline=self.options.image_deadline,
             )
             self._record_untouched(plan, ledgers)
+            await self._prune(plan, ledgers)
             self._record_removed(plan, ledgers, changes)
             for item in plan.by_state("error"):
                 changes.failed.append(Failed(item.source, item.target, item.error or "planning failed"))
@@ -269,6 +272,31 @@ class Mirror:
                 dirty.add(item.spec.label)
         for label in dirty:
             self.metadata.store.save(ledgers[label])
+
+    async def _prune(self, plan: Plan, ledgers: dict[str, Ledger]) -> None:
+        """With prune: delete removed-upstream tags at the target, unless another tag we mirror into the
+        same repository still points at that digest (a registry deletes manifests, not tags)."""
+        if not self.options.prune:
+            return
+        for item in plan.by_state("removed"):
+            store = self.target_store(item)
+            if item.target_digest is None or not isinstance(store, Repository):
+                continue
+            ledger = ledgers.get(item.spec.label)
+            still_used = ledger is not None and any(
+                entry.digest == item.target_digest and entry.target.rsplit(":", 1)[0] == item.target_repo
+                and (rel, tag) != (item.rel, item.tag)
+                for rel, tag, entry in ledger.entries()
+            )
+            if still_used:
+                log.info("not deleting %s: another mirrored tag points at %s", item.target, item.target_digest)
+                continue
+            try:
+                await store.delete_manifest(item.target_digest)
+                log.info("pruned %s (%s)", item.target, item.target_digest[:19])
+            except GcrsyncError as exc:
+                item.error = f"prune failed: {exc}"
+                log.error("prune %s failed: %s", item.target, exc)
 
     def _record_removed(self, plan: Plan, ledgers: dict[str, Ledger], changes: RunChanges) -> None:
         if self.metadata is None:

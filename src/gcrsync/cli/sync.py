@@ -69,6 +69,7 @@ def tags_override(include: tuple[str, ...], exclude: tuple[str, ...], semver: st
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report of the run here.")
 @click.option("--trust-ledger", is_flag=True, default=None, help="Take the target's digests from the ledger.")
+@click.option("--prune", is_flag=True, default=None, help="Delete target tags whose source tag is gone.")
 @click.option("--every", help="Run forever: start again this long after each run ends (e.g. 24h).")
 @click.option("--image-deadline", help="Fail an image that takes longer than this (e.g. 30m).")
 @click.option("--message", help="Commit message for the metadata repository.")
@@ -78,7 +79,7 @@ async def sync_command(
     platforms: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...], semver: str | None,
     latest: int | None, query_jobs: int | None, timeout: float | None, proxy: str | None, src_creds: str | None,
     dest_creds: str | None, metadata: str | None, jobs: int | None, dry_run: bool, as_json: bool,
-    report: str | None, trust_ledger: bool | None, every: str | None, image_deadline: str | None,
+    report: str | None, trust_ledger: bool | None, prune: bool | None, every: str | None, image_deadline: str | None,
     message: str | None,
 ) -> None:
     """Mirror every repository and tag under SOURCE_NAMESPACE... to --dest.
@@ -99,6 +100,7 @@ async def sync_command(
         query_jobs=query_jobs or defaults.query_jobs,
         trust_ledger=defaults.trust_ledger if trust_ledger is None else trust_ledger,
         dry_run=dry_run,
+        prune=defaults.prune if prune is None else prune,
         image_deadline=parse_duration(image_deadline) if image_deadline else None,
     )
     interval = parse_duration(every) if every else None

@@ -234,6 +234,17 @@ class Repository:
                     err = RegistryError(f"{err} (target refuses Docker schema1 manifests)", status=resp.status)
                 raise err
 
+    async def delete_manifest(self, digest: str) -> bool:
+        """Delete a manifest by digest (every tag pointing at it goes too). False if it was not there."""
+        scopes = [f"repository:{self.repository}:delete", push_scope(self.repository)]
+        async with self.client.send("DELETE", self._manifest_url(digest), scopes=scopes) as resp:
+            body = await resp.read()
+            if resp.status == 404:
+                return False
+            if resp.status not in (200, 202):
+                raise registry_error(f"delete manifest {self.name}@{digest[:19]}", resp.status, body)
+        return True
+
     # -- blobs ------------------------------------------------------------------------------------
     async def blob_size(self, digest: str) -> int | None:
         async with self.client.send("HEAD", self.url / "blobs" / digest, scopes=self._pull) as resp:
