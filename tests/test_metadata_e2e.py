@@ -434,7 +434,7 @@ def test_legacy_ledger_migrated_by_a_sync(registry: RegistryServer, registry2: R
     git("push", "-q", "origin", "HEAD:main", cwd=init)
     run = cli.sync(f"{registry.host}/{cli_ns}", "--dest", f"{registry2.host}/{dest}-cli", "--metadata", str(remote))
     assert run.code == 0, run.output
-    assert "legacy" not in run.output and show(remote, cli_ns) == legacy_text  # not migrated, not deleted
+    assert "migrating legacy ledger" not in run.output and show(remote, cli_ns) == legacy_text  # left alone
     cli_ledger = remote_ledger(remote, registry, cli_ns)
     assert {k: e["digest"] for k, e in cli_ledger.items()} == cli_expected
     assert not any(e.get("legacy") for e in cli_ledger.values())

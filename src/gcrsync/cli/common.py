@@ -36,19 +36,33 @@ stderr = Console(stderr=True)
 log = logging.getLogger("gcrsync")
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is now (test runners and pipes swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     root = logging.getLogger("gcrsync")
-    root.handlers.clear()
+    for old in list(root.handlers):
+        if getattr(old, "gcrsync_cli", False):
+            root.removeHandler(old)
     if stderr.is_terminal:
         handler: logging.Handler = RichHandler(console=stderr, show_path=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    handler.gcrsync_cli = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False
 
 
 def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
