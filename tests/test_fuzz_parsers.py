@@ -95,7 +95,10 @@ DELETE = object()  # a near-miss that removes the field
 
 
 def short_id(value: object) -> str:
-    return repr(value)[:24]
+    # Stable across processes (pytest-xdist workers must collect identical ids): no object addresses.
+    if value is DELETE:
+        return "DELETE"
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(value))[:24]
 
 
 def dg(n: int) -> str:
@@ -517,18 +520,6 @@ CONFIG = {
               "tags": {"semver": ">=1"}}],
     "metadata": {"location": "/tmp/meta", "branch": "main"},
 }
-YAML_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
-    max_leaves=12,
-)
-
-
-def check_config_error(exc_or_config: object) -> None:
-    if isinstance(exc_or_config, ConfigError):
-        assert str(exc_or_config).startswith("c.yaml:")
-
-
 YAML_PIECES = st.sampled_from([
     "version: ", "defaults:", "sync:", "registries:", "tags: ", "include: ", "source: ", "jobs: ", "x: ", "\n", "  ",
     "- ", "[", "]", "{", "}", ", ", "&a ", "*a", "!!int ", "!!str ", "!!binary ", "!!timestamp ", "!!set ", "!!bool ",
@@ -554,7 +545,7 @@ def test_parse_config_random_text(text: str) -> None:
 
 
 @FUZZ
-@given(data=YAML_VALUES | st.fixed_dictionaries({}, optional={k: YAML_VALUES for k in CONFIG}) | near_miss(CONFIG))
+@given(data=JSON | st.fixed_dictionaries({}, optional={k: JSON for k in CONFIG}) | near_miss(CONFIG))
 def test_parse_config_random_structures(data: Any) -> None:
     try:
         text = yaml.safe_dump(data)

@@ -68,14 +68,15 @@ class Gcrsync:
         return {"DOCKER_CONFIG": str(self.tmp / "nodocker"), "XDG_DATA_HOME": str(self.tmp / "data"),
                 "XDG_CACHE_HOME": str(self.tmp / cache), "XDG_STATE_HOME": str(self.tmp / "state"), **extra}
 
-    def run(self, *args: str, cache: str = "cache", env: dict[str, str] | None = None) -> Run:
-        result = CliRunner().invoke(main, list(args), env=self.env(cache, **(env or {})))
+    def run(self, *args: str, cache: str = "cache", env: dict[str, str] | None = None, debug: bool = False) -> Run:
+        argv = ["--debug", *args] if debug else list(args)
+        result = CliRunner().invoke(main, argv, env=self.env(cache, **(env or {})))
         return Run(result.exit_code, result.output)
 
-    def sync(self, *args: str, cache: str = "cache", env: dict[str, str] | None = None) -> Run:
+    def sync(self, *args: str, cache: str = "cache", env: dict[str, str] | None = None, debug: bool = False) -> Run:
         self.runs += 1
         report = self.tmp / f"report-{self.runs}.json"
-        run = self.run("sync", *args, "--report", str(report), cache=cache, env=env)
+        run = self.run("sync", *args, "--report", str(report), cache=cache, env=env, debug=debug)
         run.report = json.loads(report.read_text()) if report.exists() else {}
         return run
 
@@ -290,6 +291,44 @@ def test_two_stale_work_trees_same_ledger(registry: RegistryServer, registry2: R
     assert show(remote, "README.md") == "mirror metadata\n"
 
 
+def test_push_losing_a_concurrent_ref_update_is_retried(registry: RegistryServer, registry2: RegistryServer,
+                                                        cli: Gcrsync, tmp_path: Path) -> None:
+    """Two pushes in flight at once: the remote fails to lock the branch ("cannot lock ref ... is at X but
+    expected Y") rather than answering non-fast-forward. That is a lost race too: fetch, rebuild, push again.
+    A pre-receive hook makes it deterministic by landing "the other run's" commit while our push is in flight."""
+    ns, dest = unique_repo("lock"), unique_repo("lock-m")
+    seed(registry, ns, ["app"], ["v1"])
+    remote = bare_remote(tmp_path / "remote.git")
+    args = (f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}", "--metadata", str(remote))
+    assert cli.sync(*args).code == 0
+    other = tmp_path / "other"
+    git("clone", "-q", str(remote), str(other))
+    (other / "NOTES.md").write_text("another run's change\n")
+    git("add", "NOTES.md", cwd=other)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "other run", cwd=other)
+    git("push", "-q", "origin", "HEAD:refs/heads/other", cwd=other)
+    theirs = git("rev-parse", "HEAD", cwd=other).strip()
+    marker = tmp_path / "hook-fired"
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(f"""#!/bin/sh
+if [ ! -e '{marker}' ]; then
+  touch '{marker}'
+  env -u GIT_QUARANTINE_PATH -u GIT_OBJECT_DIRECTORY -u GIT_ALTERNATE_OBJECT_DIRECTORIES \\
+    git update-ref refs/heads/main {theirs}
+fi
+""")
+    hook.chmod(0o755)
+    new = seed(registry, ns, ["web"], ["v1"])["web:v1"]
+    run = cli.sync(*args)
+    assert run.code == 0, run.output
+    assert marker.exists()  # the hook did move the branch under our push
+    assert "metadata push rejected" in run.output
+    history = commits(remote)
+    assert len(history) == 3 and history[1] == theirs  # rebuilt on top of the other run's commit
+    assert show(remote, "NOTES.md") == "another run's change\n"
+    assert remote_ledger(remote, registry, ns)["web:v1"]["digest"] == new
+
+
 def test_push_failure_then_pushed_by_next_run(registry: RegistryServer, registry2: RegistryServer, cli: Gcrsync,
                                               tmp_path: Path) -> None:
     ns, dest = unique_repo("offline"), unique_repo("offline-m")
@@ -385,28 +424,37 @@ def test_git_token_never_written_anywhere(registry: RegistryServer, registry2: R
                                           tmp_path: Path, http_remote: tuple[str, type[_GitHTTP]]) -> None:
     url, handler = http_remote
     token = handler.password
+    served = handler.root / "meta.git"
     ns, dest = unique_repo("tok"), unique_repo("tok-m")
     seed(registry, ns, ["app"], ["v1", "v2"])
-    args = ("--debug", "sync", f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}", "--metadata", url)
-    denied = cli.sync(*args[1:], cache="nocreds")  # the server really wants the token
-    assert denied.code != 0 and "cannot reach the metadata repository" in denied.output
+    args = (f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}")
+    denied = cli.sync(*args, "--metadata", url, cache="nocreds")  # the server really wants the token
+    assert denied.code == 1 and "cannot reach the metadata repository" in denied.output
     creds = {"GCRSYNC_GIT_TOKEN": token, "GCRSYNC_GIT_USERNAME": handler.user}
-    outputs = []
-    for _ in range(2):  # a run that commits, then a no-op run (fetch only)
-        run = cli.run(*args, env=creds)
-        assert run.code == 0, run.output
-        outputs.append(run.output)
-    served = handler.root / "meta.git"
-    assert len(commits(served)) == 1 and handler.auth_seen
-    assert "DEBUG" in outputs[0] and "git push" in outputs[0]  # debug logging really was on
-    clone = cli.clone()
-    assert git("remote", "get-url", "origin", cwd=clone).strip() == url
-    assert token not in (clone / ".git" / "config").read_text()
-    assert token not in git("log", "-p", "--all", cwd=clone) and token not in git("log", "-p", "--all", cwd=served)
-    for text in outputs:
-        assert token not in text
+    runs = [cli.sync(*args, "--metadata", url, env=creds, debug=True) for _ in range(2)]  # commit, then no-op
+    assert [r.code for r in runs] == [0, 0] and len(commits(served)) == 1 and handler.auth_seen
+    assert "DEBUG" in runs[0].output and "git push" in runs[0].output  # debug logging really was on
+    # Credentials in the URL: stripped from it (a warning says so) and passed like the env token.
+    seed(registry, ns, ["web"], ["v1"])
+    with_userinfo = url.replace("http://", f"http://{handler.user}:{token}@")
+    runs.append(cli.sync(*args, "--metadata", with_userinfo, cache="cache-url", debug=True))
+    assert runs[-1].code == 0 and "credentials in the metadata repository URL were removed" in runs[-1].output
+    assert len(commits(served)) == 2
+    # A push the server refuses: the error is reported, still without the token.
+    git("config", "http.receivepack", "false", cwd=served)
+    seed(registry, ns, ["db"], ["v1"])
+    runs.append(cli.sync(*args, "--metadata", url, env=creds, debug=True))
+    assert runs[-1].code == 1 and "push failed" in runs[-1].output
+    for cache in ("cache", "cache-url"):
+        clone = cli.clone(cache)
+        assert git("remote", "get-url", "origin", cwd=clone).strip() == url
+        assert token not in (clone / ".git" / "config").read_text()
+        assert token not in git("log", "-p", "--all", cwd=clone)
+    assert token not in git("log", "-p", "--all", cwd=served)
+    for run in runs:
+        assert token not in run.output and token not in json.dumps(run.report)
     scanned = 0
-    for path in [*tmp_path.rglob("*")]:  # every file we or gcrsync wrote: clones, caches, state, reports
+    for path in tmp_path.rglob("*"):  # every file written: clones, caches, state, reports, the served repo
         if path.is_file() and not path.is_symlink():
             scanned += 1
             assert token.encode() not in path.read_bytes(), path

@@ -82,19 +82,10 @@ def run_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tu
 
 
 @pytest.fixture
-def gcrsync_debug_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """caplog at DEBUG on the `gcrsync` logger (which the CLI sets not to propagate)."""
-    logger = logging.getLogger("gcrsync")
-    old_level, old_propagate = logger.level, logger.propagate
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.DEBUG)
-    caplog.handler.setLevel(logging.DEBUG)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
-        logger.setLevel(old_level)
-        logger.propagate = old_propagate
+def gcrsync_debug_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """caplog recording the `gcrsync` loggers at DEBUG, where every request URL is logged."""
+    caplog.set_level(logging.DEBUG, logger="gcrsync")
+    return caplog
 
 
 # -- a full sync with env credentials ------------------------------------------------------------------------

@@ -253,6 +253,8 @@ def filter_index(index: Manifest, platforms: list[Platform]) -> Manifest:
     Entries without a platform (attestations, artifacts) are dropped with the filtered platforms only
     when they point at a dropped manifest; others are kept as they are.
     """
+    if not index.is_index:
+        raise ManifestError("only an index or manifest list can be filtered by platform")
     doc = dict(index.extra)
     kept = []
     for raw_entry, desc in zip(doc["manifests"], index.children, strict=True):

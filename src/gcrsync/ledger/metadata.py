@@ -41,7 +41,10 @@ DEFAULT_BRANCH = "main"
 MAX_PUSH_ATTEMPTS = 5
 RECOVER_MESSAGE = "gcrsync: record metadata left uncommitted by an interrupted run"
 _URL_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)")
-_REJECTED_RE = re.compile(r"\[rejected\]|non-fast-forward|fetch first|stale info")
+# A push that lost a race: either refused as non-fast-forward, or (two pushes in flight at once) the remote
+# failed to lock the branch because the other push moved it, or created it, in the meantime.
+_REJECTED_RE = re.compile(r"\[rejected\]|non-fast-forward|fetch first|stale info"
+                          r"|cannot lock ref '[^']*': (?:is at \w+ but expected|reference already exists)")
 
 
 class PushFailed(LedgerError):
