@@ -401,9 +401,11 @@ def report(phases: list[Phase], ns: Namespace) -> tuple[str, dict[str, dict[str,
         lines.append(f"{'':<18} {'processes':<22} {g.processes:>10} {s.processes:>10}")
     if (TRUST_LEDGER, "gcrsync") in by_key:
         t, s = by_key[(TRUST_LEDGER, "gcrsync")], by_key[("B no-op re-sync", "skopeo")]
-        lines.append(f"\n{TRUST_LEDGER}: wall {t.wall_s:.2f}s ({ratio(t.wall_s, s.wall_s)}× skopeo's no-op), "
-                     f"{t.src_requests} + {t.dst_requests} requests "
-                     f"({ratio(t.src_requests + t.dst_requests, s.src_requests + s.dst_requests)}× skopeo's no-op)")
+        lines.append(
+            f"\n{TRUST_LEDGER}: wall {t.wall_s:.2f}s ({ratio(t.wall_s, s.wall_s)}× skopeo's no-op), "
+            f"{t.src_requests} + {t.dst_requests} requests "
+            f"({ratio(t.src_requests + t.dst_requests, s.src_requests + s.dst_requests)}× skopeo's no-op)"
+        )
     return "\n".join(lines), ratios
 
 
@@ -481,8 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     table, ratios = report(phases, ns)
     goals = targets(ratios, phases, ns)
     load = (load_before, os.getloadavg()[0])
-    print(f"\n{table}\n\n1-min load average {load[0]:.1f} → {load[1]:.1f} on {os.cpu_count()} CPUs "
-          "(wall times are noisy when this exceeds the CPU count)")
+    print(
+        f"\n{table}\n\n1-min load average {load[0]:.1f} → {load[1]:.1f} on {os.cpu_count()} CPUs "
+        "(wall times are noisy when this exceeds the CPU count)"
+    )
     print("\ntargets (informational, never asserted):")
     for goal in goals:
         mark = {True: "met", False: "NOT met", None: "n/a"}[goal["met"]]

@@ -401,6 +401,26 @@ def test_killed_mid_sync_ledger_never_ahead_of_target(registry: RegistryServer, 
         assert target_head(registry2, f"{dest}/{key.split(':')[0]}", "v1") == digest
 
 
+def test_killed_inside_git_leaves_no_lasting_git_lock(registry: RegistryServer, registry2: RegistryServer,
+                                                      cli: Gcrsync, tmp_path: Path) -> None:
+    """SIGKILL can also land while gcrsync's `git add`/`git commit` runs (the kernel kills the whole group on an
+    OOM or a `systemctl kill`): git then leaves .git/index.lock behind. Under our own flock, in our own clone,
+    such a lock is stale by construction; it must not block every later run."""
+    ns, dest = unique_repo("gitlock"), unique_repo("gitlock-m")
+    seed(registry, ns, ["app"], ["v1"])
+    remote = bare_remote(tmp_path / "remote.git")
+    args = (f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}", "--metadata", str(remote))
+    assert cli.sync(*args).code == 0
+    clone = cli.clone()
+    (clone / ".git" / "index.lock").write_bytes(b"")  # what the killed `git add -A` left
+    new = seed(registry, ns, ["web"], ["v1"])["web:v1"]
+    run = cli.sync(*args)
+    assert run.code == 0, run.output
+    assert len(commits(remote)) == 2 and remote_ledger(remote, registry, ns)["web:v1"]["digest"] == new
+    assert not (clone / ".git" / "index.lock").exists()
+    assert (clone / ".git" / "info" / "exclude").is_file()  # the clone itself was kept, not re-made
+
+
 @pytest.fixture
 def http_remote(tmp_path: Path) -> Iterator[tuple[str, type[_GitHTTP]]]:
     """A smart-HTTP git remote behind Basic auth (test_git_metadata's handler), with a realistic token."""

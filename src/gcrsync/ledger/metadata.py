@@ -40,6 +40,7 @@ CHANGELOG = "CHANGELOG.md"
 DEFAULT_BRANCH = "main"
 MAX_PUSH_ATTEMPTS = 5
 RECOVER_MESSAGE = "gcrsync: record metadata left uncommitted by an interrupted run"
+_GIT_LOCK_FILES = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "packed-refs.lock", "config.lock", "shallow.lock")
 _URL_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)")
 # A push that lost a race: either refused as non-fast-forward, or (two pushes in flight at once) the remote
 # failed to lock the branch because the other push moved it, or created it, in the meantime.
@@ -244,11 +245,32 @@ class MetadataRepo:
                 log.warning("taking over a stale metadata lock left by pid %d", stale)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._clear_stale_git_locks()
             yield
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             os.close(fd)
+
+    def _clear_stale_git_locks(self) -> None:
+        """Remove lock files a git command killed together with a previous run left in our own clone.
+
+        A SIGKILL (OOM killer, `systemctl kill`) during `git add`/`commit`/`reset` leaves e.g. .git/index.lock,
+        and every later git write in the clone would fail on it forever. Only for a clone we own, and only with
+        our flock held: no other process runs git there, so any such file is stale by construction. A user's
+        work tree is never touched (their own git may be running).
+        """
+        if self.git is None or not self.owned:
+            return
+        git_dir = self.workdir / ".git"
+        candidates = [git_dir / name for name in _GIT_LOCK_FILES]
+        if (git_dir / "refs").is_dir():
+            candidates += sorted((git_dir / "refs").rglob("*.lock"))
+        for path in candidates:
+            if path.is_file():
+                log.warning("removing %s left by an interrupted git command", path.relative_to(self.workdir))
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     # -- syncing with the remote ---------------------------------------------------------------------------
 

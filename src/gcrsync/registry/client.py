@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -24,7 +23,9 @@ from gcrsync.oci import (
 from gcrsync.reference import validate_repository
 from gcrsync.registry.auth import Authenticator, pull_scope, push_scope
 from gcrsync.registry.credentials import CredentialStore
+from gcrsync.registry.errors import registry_error
 from gcrsync.registry.transport import Transport, redact_url
+from gcrsync.registry.uploads import BlobUploads
 
 log = logging.getLogger("gcrsync.registry")
 
@@ -32,25 +33,6 @@ MAX_JSON_BYTES = 32 * 1024 * 1024  # listings of big namespaces are large, but n
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
 MAX_RESUMES = 5
-
-
-def registry_error(what: str, status: int, body: bytes) -> RegistryError:
-    """Turn an error response into a RegistryError carrying the OCI error code and message."""
-    code = message = None
-    try:
-        doc = json.loads(body[:65536])
-        first = doc["errors"][0]
-        # split/join: the message must stay one line whatever whitespace the registry put in it.
-        code, message = (" ".join(str(first.get(k, "")).split())[:n] for k, n in (("code", 60), ("message", 200)))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
-        pass
-    detail = f"{code}: {message}" if code else f"HTTP {status}"
-    cls: type[RegistryError] = RegistryError
-    if status == 404:
-        cls = NotFound
-    elif status in (401, 403):
-        cls = AuthError
-    return cls(f"{what}: {detail}", status=status, code=code)
 
 
 class RegistryClient:
@@ -168,7 +150,7 @@ async def _read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> 
     return bytes(buf)
 
 
-class Repository:
+class Repository(BlobUploads):
     """One repository on one registry; implements gcrsync.store.ImageStore."""
 
     def __init__(self, client: RegistryClient, host: str, repository: str) -> None:
@@ -334,72 +316,6 @@ class Repository:
                 location = resp.headers.get("Location")
         raise RegistryError(f"{what}: redirect without a Location")
 
-    async def _start_upload(self, query: Mapping[str, str], scopes: list[str]) -> tuple[int, URL | None, bytes]:
-        url = (self.url / "blobs" / "uploads" / "").with_query(query)
-        async with self.client.send("POST", url, scopes=scopes, headers={"Content-Length": "0"}, data=b"") as r:
-            body = await r.read()
-            loc = r.headers.get("Location")
-            return r.status, (url.join(URL(loc, encoded=True)) if loc else None), body
-
-    async def put_blob(self, desc: Descriptor, chunks: AsyncIterator[bytes]) -> None:
-        scopes = [push_scope(self.repository)]
-        status, location, body = await self._start_upload({}, scopes)
-        if status != 202 or location is None:
-            raise registry_error(f"start upload to {self.name}", status, body)
-        if self.host in self.client.chunked_hosts:
-            location = await self._patch_chunks(location, chunks, scopes)
-            chunks = _empty()
-            size = 0
-        else:
-            size = desc.size
-        headers = {"Content-Type": "application/octet-stream"}
-        if size >= 0:
-            headers["Content-Length"] = str(size)
-        final = location.update_query({"digest": desc.digest})
-        async with self.client.send("PUT", final, scopes=scopes, headers=headers, data=chunks) as resp:
-            body = await resp.read()
-            if resp.status not in (201, 204):
-                raise registry_error(f"upload blob {desc.digest[:19]} to {self.name}", resp.status, body)
-
-    async def _patch_chunks(self, location: URL, chunks: AsyncIterator[bytes], scopes: list[str]) -> URL:
-        """PATCH the stream in chunk_size pieces (for registries that refuse one big PUT)."""
-        offset = 0
-        buf = bytearray()
-        limit = self.client.chunk_size
-
-        async def flush() -> None:
-            nonlocal offset, location, buf
-            data = bytes(buf)
-            headers = {
-                "Content-Type": "application/octet-stream",
-                "Content-Range": f"{offset}-{offset + len(data) - 1}",
-                "Content-Length": str(len(data)),
-            }
-            async with self.client.send("PATCH", location, scopes=scopes, headers=headers, data=data) as r:
-                body = await r.read()
-                if r.status != 202:
-                    raise registry_error(f"upload chunk to {self.name}", r.status, body)
-                loc = r.headers.get("Location")
-                location = location.join(URL(loc, encoded=True)) if loc else location
-            offset += len(data)
-            buf = bytearray()
-
-        async for chunk in chunks:
-            buf += chunk
-            if len(buf) >= limit:
-                await flush()
-        if buf:
-            await flush()
-        return location
-
-    async def mount_blob(self, desc: Descriptor, source: Any) -> bool:
-        if not isinstance(source, Repository) or source.host != self.host or source is self:
-            return False
-        scopes = [push_scope(self.repository), pull_scope(source.repository)]
-        status, _, _ = await self._start_upload({"mount": desc.digest, "from": source.repository}, scopes)
-        # 201: mounted. 202: the registry declined and opened an upload session instead (left to expire).
-        return status == 201
-
     # -- tags -------------------------------------------------------------------------------------
     async def list_tags(self) -> list[str]:
         tags: list[str] = []
@@ -435,11 +351,6 @@ def next_link(current: URL, headers: Mapping[str, str]) -> URL | None:
                 raise RegistryError(f"pagination Link points to another host ({host[:80]!r}): refused")
             return nxt
     return None
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""  # pragma: no cover
 
 
 __all__ = ["GcrsyncError", "RegistryClient", "Repository", "next_link", "registry_error"]

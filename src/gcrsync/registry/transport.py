@@ -28,7 +28,7 @@ from gcrsync.reference import is_loopback
 log = logging.getLogger("gcrsync.http")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_REDACT_QUERY = re.compile(r"(?i)([?&](?:access_token|token|password|secret|sig|signature|x-amz-[a-z-]+)=)[^&]*")
+_REDACT_QUERY = re.compile(r"(?i)([?&](?:access_token|token|password|secret|sig|signature|_state|x-amz-[a-z-]+)=)[^&]*")
 
 
 def redact_url(url: str | URL) -> str:

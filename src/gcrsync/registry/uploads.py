@@ -1,0 +1,103 @@
+"""Blob uploads and cross-repository mounts for a Repository (split out of client.py to keep it small).
+
+An upload is POST (opens a session) then one streamed PUT with the digest: two requests per blob, the
+body never buffered. Registries configured `chunked_upload` get PATCH chunks instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from yarl import URL
+
+from gcrsync.oci import Descriptor
+from gcrsync.registry.auth import pull_scope, push_scope
+from gcrsync.registry.errors import registry_error
+
+if TYPE_CHECKING:
+    from gcrsync.registry.client import RegistryClient
+
+
+class BlobUploads:
+    """Mixed into Repository, which provides these attributes."""
+
+    client: RegistryClient
+    host: str
+    repository: str
+    url: URL
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}/{self.repository}"
+
+    async def _start_upload(self, query: Mapping[str, str], scopes: list[str]) -> tuple[int, URL | None, bytes]:
+        url = (self.url / "blobs" / "uploads" / "").with_query(query)
+        async with self.client.send("POST", url, scopes=scopes, headers={"Content-Length": "0"}, data=b"") as r:
+            body = await r.read()
+            loc = r.headers.get("Location")
+            return r.status, (url.join(URL(loc, encoded=True)) if loc else None), body
+
+    async def put_blob(self, desc: Descriptor, chunks: AsyncIterator[bytes]) -> None:
+        scopes = [push_scope(self.repository)]
+        status, location, body = await self._start_upload({}, scopes)
+        if status != 202 or location is None:
+            raise registry_error(f"start upload to {self.name}", status, body)
+        if self.host in self.client.chunked_hosts:
+            location = await self._patch_chunks(location, chunks, scopes)
+            chunks = _empty()
+            size = 0
+        else:
+            size = desc.size
+        headers = {"Content-Type": "application/octet-stream"}
+        if size >= 0:
+            headers["Content-Length"] = str(size)
+        final = location.update_query({"digest": desc.digest})
+        async with self.client.send("PUT", final, scopes=scopes, headers=headers, data=chunks) as resp:
+            body = await resp.read()
+            if resp.status not in (201, 204):
+                raise registry_error(f"upload blob {desc.digest[:19]} to {self.name}", resp.status, body)
+
+    async def _patch_chunks(self, location: URL, chunks: AsyncIterator[bytes], scopes: list[str]) -> URL:
+        """PATCH the stream in chunk_size pieces (for registries that refuse one big PUT)."""
+        offset = 0
+        buf = bytearray()
+        limit = self.client.chunk_size
+
+        async def flush() -> None:
+            nonlocal offset, location, buf
+            data = bytes(buf)
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                "Content-Length": str(len(data)),
+            }
+            async with self.client.send("PATCH", location, scopes=scopes, headers=headers, data=data) as r:
+                body = await r.read()
+                if r.status != 202:
+                    raise registry_error(f"upload chunk to {self.name}", r.status, body)
+                loc = r.headers.get("Location")
+                location = location.join(URL(loc, encoded=True)) if loc else location
+            offset += len(data)
+            buf = bytearray()
+
+        async for chunk in chunks:
+            buf += chunk
+            if len(buf) >= limit:
+                await flush()
+        if buf:
+            await flush()
+        return location
+
+    async def mount_blob(self, desc: Descriptor, source: Any) -> bool:
+        if not isinstance(source, BlobUploads) or source.host != self.host or source is self:
+            return False
+        scopes = [push_scope(self.repository), pull_scope(source.repository)]
+        status, _, _ = await self._start_upload({"mount": desc.digest, "from": source.repository}, scopes)
+        # 201: mounted. 202: the registry declined and opened an upload session instead (left to expire).
+        return status == 201
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover
