@@ -20,9 +20,9 @@ from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import ImageResult, error_text
 from gcrsync.engine.plan import Plan, PlanItem, SourceSpec, build_items, check_collisions, resolve_digests
 from gcrsync.engine.run import RunOutcome, execute
+from gcrsync.errors import GcrsyncError
 from gcrsync.layout import LayoutRepository
 from gcrsync.ledger import Added, Failed, Ledger, MetadataRepo, Removed, RunChanges, Updated
-from gcrsync.errors import GcrsyncError
 from gcrsync.registry.client import RegistryClient, Repository
 from gcrsync.registry.discovery import DiscoveredRepo, discover
 from gcrsync.store import ImageStore

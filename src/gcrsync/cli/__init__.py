@@ -1,29 +1,46 @@
-"""The `gcrsync` command: a thin click layer; each command lives in its own module."""
+"""The `gcrsync` command: a thin click layer; each command lives in its own module.
+
+Commands are imported only when they run (a lazy group): `gcrsync copy` should not pay for pydantic,
+git or the audit code at start-up, since scheduled jobs start the process many times a day.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from gcrsync import __version__
-from gcrsync.cli.common import setup_logging
-from gcrsync.cli.compare import compare_command
-from gcrsync.cli.copy import copy_command
-from gcrsync.cli.listing import list_command
-from gcrsync.cli.monitor import monitor_command
-from gcrsync.cli.sync import sync_command
+
+COMMANDS = {
+    "copy": "gcrsync.cli.copy:copy_command",
+    "sync": "gcrsync.cli.sync:sync_command",
+    "list": "gcrsync.cli.listing:list_command",
+    "compare": "gcrsync.cli.compare:compare_command",
+    "monitor": "gcrsync.cli.monitor:monitor_command",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="gcrsync")
 @click.option("--debug", is_flag=True, help="Log every request (credentials are always redacted).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def main(debug: bool, quiet: bool) -> None:
     """Mirror whole namespaces of container images between registries, with a git ledger."""
+    from gcrsync.cli.common import setup_logging
+
     setup_logging(debug=debug, quiet=quiet)
-
-
-main.add_command(copy_command)
-main.add_command(sync_command)
-main.add_command(list_command)
-main.add_command(compare_command)
-main.add_command(monitor_command)

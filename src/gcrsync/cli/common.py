@@ -8,11 +8,10 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -23,11 +22,13 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from gcrsync.config import Config
 from gcrsync.errors import GcrsyncError
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.credentials import CredentialStore
 from gcrsync.registry.transport import Transport, TransportOptions
+
+if TYPE_CHECKING:
+    from gcrsync.config import Config
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,6 +56,8 @@ def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
         if getattr(old, "gcrsync_cli", False):
             root.removeHandler(old)
     if stderr.is_terminal:
+        from rich.logging import RichHandler
+
         handler: logging.Handler = RichHandler(console=stderr, show_path=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:

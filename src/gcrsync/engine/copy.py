@@ -43,6 +43,7 @@ class ImageResult:
 class CopyOptions:
     platforms: list[Platform] = field(default_factory=list)
     force: bool = False  # push even when the target tag already has the digest
+    check_target: bool = True  # HEAD the target tag first (the sync plan already did, so it turns this off)
 
 
 async def copy_image(
@@ -66,7 +67,7 @@ async def copy_image(
     result.digest, result.media_type = root.digest, root.media_type
     if on_manifest:
         on_manifest(root)
-    if not options.force:
+    if options.check_target and not options.force:
         existing = await dst.head_manifest(dst_ref)
         if existing is not None and existing.digest == root.digest:
             result.state = "unchanged"

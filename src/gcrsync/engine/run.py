@@ -53,7 +53,8 @@ async def execute(
             if stop is not None and stop.is_set():
                 outcome.skipped.append(item)
                 return
-            options = CopyOptions(platforms=item.spec.platforms)
+            # The plan already HEADed the target; only a platform subset (new digest computed here) needs a look.
+            options = CopyOptions(platforms=item.spec.platforms, check_target=bool(item.spec.platforms))
             try:
                 coro = copy_image(open_source(item), item.tag, open_target(item), item.tag, mover, options)
                 result = await asyncio.wait_for(coro, image_deadline) if image_deadline else await coro

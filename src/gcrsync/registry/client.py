@@ -92,6 +92,8 @@ class RegistryClient:
         async with self.send("GET", self.base(host) / "v2" / "", scopes=scopes) as resp:
             if resp.status == 401:
                 raise AuthError(f"{host}: authentication failed", status=401)
+        if not self.auth.known_challenge(host):
+            self.auth.learn(host, None)  # answered without a challenge: anonymous, don't ping again
 
     async def fetch(
         self, url: URL, *, scopes: Iterable[str], headers: Mapping[str, str], limit: int, what: str
@@ -201,7 +203,6 @@ class Repository(BlobUploads):
         return Descriptor(media_type, validate_digest(digest, "Docker-Content-Digest"), size)
 
     async def put_manifest(self, ref: str, manifest: Manifest) -> None:
-        await self.client.ensure_auth(self.host, [push_scope(self.repository)])
         async with self.client.send(
             "PUT",
             self._manifest_url(ref),
