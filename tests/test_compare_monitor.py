@@ -9,6 +9,7 @@ from typing import Any
 
 from tools.imagefactory import make_layer, push_image
 
+from gcrsync.ledger import MetadataRepo
 from harness import MakeRegistry, RegistryServer, unique_repo
 from test_metadata_e2e import (  # noqa: F401 - cli and isolated_git are fixtures
     Gcrsync,
@@ -173,3 +174,27 @@ def test_monitor_reports_and_metrics_match_reality(make_registry: MakeRegistry, 
     assert len(commits(remote)) == 1
     ledger: dict[str, Any] = remote_ledger(remote, source, ns)
     assert set(ledger) == {"good:v1", "good:v2"}
+
+
+def test_monitor_while_a_sync_holds_the_metadata_lock(registry: RegistryServer, registry2: RegistryServer,
+                                                      cli: Gcrsync, tmp_path: Path) -> None:
+    """`monitor` next to `sync --every` on one machine shares the metadata clone; a running sync holds its lock.
+    The monitor must still report (from the clone as it is), not die with "locked by pid"."""
+    ns, dest = unique_repo("monlock"), unique_repo("monlock-m")
+    seed(registry, ns, ["app"], ["v1", "v2"])
+    remote = bare_remote(tmp_path / "remote.git")
+    args = (f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}", "--metadata", str(remote))
+    assert cli.sync(*args).code == 0
+    push_image(registry.pusher(), f"{ns}/app", "v3", layers=[make_layer(7201, 900)])
+    held = MetadataRepo.open(str(remote), tmp_path / "cache" / "gcrsync" / "metadata")  # the running sync's view
+    try:
+        assert held.workdir == cli.clone()
+        with held.lock():
+            run = cli.run("monitor", *args, "--count", "1", "--json")
+    finally:
+        held.close()
+    assert run.code == 0, run.output
+    [row] = json.loads(run.output.splitlines()[-1])["namespaces"]
+    assert (row["synced"], row["pending_new"], row["pending_changed"], row["error"]) == (2, 1, 0, None)
+    run = cli.run("sync", *args)  # and a second sync is still refused while the lock is held? (released now)
+    assert run.code == 0, run.output

@@ -46,7 +46,10 @@ async def client_factory() -> AsyncIterator[object]:
 
 
 def run_cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), env={"DOCKER_CONFIG": "/nonexistent"})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:  # no mount hints carried between tests
+        result = CliRunner().invoke(main, list(args), env={"DOCKER_CONFIG": "/nonexistent", "XDG_CACHE_HOME": cache})
     return result.exit_code, result.output
 
 
@@ -304,3 +307,28 @@ def test_foreign_layers_are_not_copied(make_registry: object, tmp_path: Path) ->
 async def _agen(chunks: list[bytes]) -> AsyncIterator[bytes]:
     for c in chunks:
         yield c
+
+
+def test_separate_copies_mount_shared_layers_remembered_from_earlier_runs(
+    registry: RegistryServer, make_registry: object, tmp_path: Path
+) -> None:
+    target: RegistryServer = make_registry()  # type: ignore[operator]
+    shared = [make_layer(71, 80_000), make_layer(72, 80_000)]
+    a, b = unique_repo("cache-a"), unique_repo("cache-b")
+    push_image(registry.pusher(), a, "v1", layers=shared)
+    push_image(registry.pusher(), b, "v1", layers=[*shared, make_layer(73, 1_000)], labels={"b": "1"})
+    env = {"DOCKER_CONFIG": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    first = CliRunner().invoke(main, ["copy", f"{registry.host}/{a}:v1", f"{target.host}/{a}:v1"], env=env)
+    assert first.exit_code == 0, first.output
+    registry.clear_requests()
+    second = CliRunner().invoke(main, ["copy", f"{registry.host}/{b}:v1", f"{target.host}/{b}:v1"], env=env)
+    assert second.exit_code == 0, second.output
+    assert "2 mounted" in second.output
+    for layer in shared:
+        digest = "sha256:" + __import__("hashlib").sha256(layer).hexdigest()
+        assert not [r for r in registry.requests() if r.method == "GET" and r.path.endswith(digest)]
+    assert skopeo_digest(target.ref(b, "v1")) == skopeo_digest(registry.ref(b, "v1"))
+    # A stale hint (blob gone from the remembered repo's registry) just falls back to a copy.
+    fresh: RegistryServer = make_registry()  # type: ignore[operator]
+    third = CliRunner().invoke(main, ["copy", f"{registry.host}/{b}:v1", f"{fresh.host}/{b}:v1"], env=env)
+    assert third.exit_code == 0 and "4 blobs copied" in third.output, third.output

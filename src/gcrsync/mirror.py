@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import ImageResult, error_text
 from gcrsync.engine.plan import Plan, PlanItem, SourceSpec, build_items, check_collisions, resolve_digests
@@ -36,6 +37,7 @@ class SyncOptions:
     query_jobs: int = 8
     trust_ledger: bool = False
     dry_run: bool = False
+    blob_locations: BlobLocations | None = None  # cross-run mount hints (the CLI passes the user's cache)
     prune: bool = False  # delete target tags whose source tag is gone (registry targets only)
     image_deadline: float | None = None
     hub_api: str = "https://hub.docker.com"
@@ -216,7 +218,7 @@ class Mirror:
         if on_plan is not None:
             on_plan(plan)
         if not self.options.dry_run:
-            mover = BlobMover(self.options.jobs, on_bytes=on_bytes)
+            mover = BlobMover(self.options.jobs, on_bytes=on_bytes, locations=self.options.blob_locations)
             changes = report.changes
 
             async def record(item: PlanItem, result: ImageResult) -> None:

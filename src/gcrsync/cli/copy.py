@@ -7,6 +7,7 @@ import logging
 import click
 
 from gcrsync.cli.common import ByteProgress, registry_client, run_async, stdout_line, transport_options
+from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import CopyOptions, copy_image, first_error
 from gcrsync.engine.endpoints import open_store, ref_of
@@ -54,7 +55,7 @@ async def copy_command(
         src = open_store(client, src_loc, create=False)
         dst = open_store(client, dst_loc, create=True)
         with ByteProgress(f"{source} → {destination}") as progress:
-            mover = BlobMover(jobs, on_bytes=progress.advance)
+            mover = BlobMover(jobs, on_bytes=progress.advance, locations=BlobLocations())
 
 
             try:

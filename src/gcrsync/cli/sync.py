@@ -23,6 +23,7 @@ from gcrsync.cli.settings import (
     transport_options,
 )
 from gcrsync.config import TagsConfig
+from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.ledger import MetadataRepo, PushFailed
 from gcrsync.mirror import Mirror, SyncOptions, SyncReport
 
@@ -100,6 +101,7 @@ async def sync_command(
         query_jobs=query_jobs or defaults.query_jobs,
         trust_ledger=defaults.trust_ledger if trust_ledger is None else trust_ledger,
         dry_run=dry_run,
+        blob_locations=None if dry_run else BlobLocations(),
         prune=defaults.prune if prune is None else prune,
         image_deadline=parse_duration(image_deadline) if image_deadline else None,
     )

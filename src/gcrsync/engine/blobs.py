@@ -13,6 +13,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
+from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.errors import DigestMismatch, GcrsyncError, RegistryError
 from gcrsync.oci import Descriptor, new_hasher
 from gcrsync.registry.client import Repository
@@ -93,7 +94,9 @@ async def verified(
 class BlobMover:
     """Shared by every image copy of a run."""
 
-    def __init__(self, jobs: int = 4, on_bytes: Callable[[int], None] | None = None) -> None:
+    def __init__(self, jobs: int = 4, on_bytes: Callable[[int], None] | None = None,
+                 locations: BlobLocations | None = None) -> None:
+        self.locations = locations  # remembered across runs; None in library use unless given
         self._transfers = asyncio.Semaphore(max(1, jobs))
         self.on_bytes = on_bytes
         self._present: set[tuple[str, str]] = set()  # (store name, digest) known present at the target
@@ -104,6 +107,8 @@ class BlobMover:
         self.restarts = 0  # blob copies started over after the target failed an upload
 
     def _remember(self, store: ImageStore, digest: str) -> None:
+        if self.locations is not None and isinstance(store, Repository):
+            self.locations.add(store.host, digest, store.repository)
         self._present.add((store.name, digest))
         holders = self._holders.setdefault((domain_of(store), digest), [])
         if all(h.name != store.name for h in holders):
@@ -147,6 +152,9 @@ class BlobMover:
                 self._remember(dst, desc.digest)
                 result.blobs_mounted += 1
                 return
+        if await self._mount_remembered(desc, dst):
+            result.blobs_mounted += 1
+            return
         # Cross-repo mount from the source itself, when source and target share a registry.
         if domain_of(src) == domain_of(dst) and src.name != dst.name and await dst.mount_blob(desc, src):
             self._remember(dst, desc.digest)
@@ -171,6 +179,19 @@ class BlobMover:
         self._remember(dst, desc.digest)
         result.blobs_copied += 1
         result.bytes_copied += counted
+
+    async def _mount_remembered(self, desc: Descriptor, dst: ImageStore) -> bool:
+        """Mount from a repository an earlier run saw holding the blob (a hint: stale ones are dropped)."""
+        if self.locations is None or not isinstance(dst, Repository):
+            return False
+        for name in self.locations.holders(dst.host, desc.digest):
+            if name == dst.repository:
+                continue
+            if await dst.mount_blob(desc, dst.client.repository(dst.host, name)):
+                self._remember(dst, desc.digest)
+                return True
+            self.locations.forget(dst.host, desc.digest, name)
+        return False
 
     async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore) -> int:
         """One attempt at streaming a blob from src into dst, verified on the way; returns its size."""
