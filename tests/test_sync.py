@@ -260,3 +260,18 @@ def test_removed_upstream_reported_then_pruned(registry: RegistryServer, make_re
     assert code == 0, out
     assert target.pusher().request("HEAD", "/v2/m/app/manifests/gone2", repo="m/app").status == 404
     assert skopeo_digest(target.ref("m/app", "keep")) == skopeo_digest(registry.ref(f"{ns}/app", "keep"))
+
+
+def test_original_user_password_flags_for_the_target(registry: RegistryServer, auth_registry: RegistryServer,
+                                                     tmp_path: Path) -> None:
+    ns = unique_repo("userflag")
+    digest, _ = push_image(registry.pusher(), f"{ns}/app", "v1", layers=[make_layer(131, 700)])
+    env = {"DOCKER_CONFIG": str(tmp_path / "nodocker"), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "GCRSYNC_PASSWORD": auth_registry.password or ""}
+    args = ["sync", f"{registry.host}/{ns}", "--dest", f"{auth_registry.host}/{ns}", "--user", "alice"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert skopeo_digest(auth_registry.ref(f"{ns}/app", "v1"), auth_registry.creds) == digest
+    assert (auth_registry.password or "?") not in result.output
+    missing = CliRunner().invoke(main, args, env={**env, "GCRSYNC_PASSWORD": ""})
+    assert missing.exit_code == 2 and "GCRSYNC_PASSWORD" in missing.output

@@ -9,7 +9,7 @@ import click
 from gcrsync.audit import compare, rebuild_ledger
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import credential_store, load, open_metadata, source_specs, transport_options
-from gcrsync.cli.sync import common_source_options, tags_override
+from gcrsync.cli.sync import common_source_options, tags_override, user_creds
 from gcrsync.ledger import Ledger
 from gcrsync.mirror import Mirror, SyncOptions
 
@@ -24,7 +24,8 @@ async def compare_command(
     namespaces: tuple[str, ...], config_path: str | None, dest: str | None, naming: str | None,
     platforms: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...], semver: str | None,
     latest: int | None, query_jobs: int | None, timeout: float | None, proxy: str | None, src_creds: str | None,
-    dest_creds: str | None, metadata: str | None, write: bool, as_json: bool,
+    dest_creds: str | None, user: str | None, password: str | None,
+    metadata: str | None, write: bool, as_json: bool,
 ) -> None:
     """Compare SOURCE_NAMESPACE... with what --dest really holds, and with the ledger.
 
@@ -39,7 +40,8 @@ async def compare_command(
     config = load(config_path)
     specs = source_specs(config, namespaces=namespaces, dest=dest, naming=naming, platforms=platforms,
                          tags=tags_override(include, exclude, semver, latest))
-    creds = credential_store(config, src_creds=src_creds, dest_creds=dest_creds, sources=specs)
+    creds = credential_store(config, src_creds=src_creds, dest_creds=user_creds(dest_creds, user, password),
+                             sources=specs)
     options = SyncOptions(query_jobs=query_jobs or config.defaults.query_jobs, dry_run=True)
     repo = open_metadata(config.metadata, metadata)
     try:

@@ -19,7 +19,7 @@ from gcrsync.cli.settings import (
     source_specs,
     transport_options,
 )
-from gcrsync.cli.sync import common_source_options, tags_override
+from gcrsync.cli.sync import common_source_options, tags_override, user_creds
 from gcrsync.ledger import Ledger
 from gcrsync.ledger.store import atomic_write
 from gcrsync.mirror import Mirror, SyncOptions
@@ -39,7 +39,8 @@ async def monitor_command(
     namespaces: tuple[str, ...], config_path: str | None, dest: str | None, naming: str | None,
     platforms: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...], semver: str | None,
     latest: int | None, query_jobs: int | None, timeout: float | None, proxy: str | None, src_creds: str | None,
-    dest_creds: str | None, metadata: str | None, interval: str, count: int | None, metrics: str | None,
+    dest_creds: str | None, user: str | None, password: str | None,
+    metadata: str | None, interval: str, count: int | None, metrics: str | None,
     trust_ledger: bool, as_json: bool,
 ) -> None:
     """Every --interval, print per namespace: tags synced, pending new, pending changed, failed last run.
@@ -52,7 +53,8 @@ async def monitor_command(
     config = load(config_path)
     specs = source_specs(config, namespaces=namespaces, dest=dest, naming=naming, platforms=platforms,
                          tags=tags_override(include, exclude, semver, latest))
-    creds = credential_store(config, src_creds=src_creds, dest_creds=dest_creds, sources=specs)
+    creds = credential_store(config, src_creds=src_creds, dest_creds=user_creds(dest_creds, user, password),
+                             sources=specs)
     seconds = parse_duration(interval)
     if count is not None and count < 1:
         raise click.BadParameter("must be at least 1", param_hint="--count")

@@ -24,6 +24,7 @@ from gcrsync.cli.settings import (
 )
 from gcrsync.config import TagsConfig
 from gcrsync.engine.blobcache import BlobLocations
+from gcrsync.errors import ConfigError
 from gcrsync.ledger import MetadataRepo, PushFailed
 from gcrsync.mirror import Mirror, SyncOptions, SyncReport
 
@@ -47,12 +48,25 @@ def common_source_options(func: click.decorators.FC) -> click.decorators.FC:
                      "(prefer the GCRSYNC_SRC_CREDS env var: arguments are visible to other processes)."),
         click.option("--dest-creds", envvar="GCRSYNC_DEST_CREDS", help="USER:PASSWORD for the target "
                      "(prefer GCRSYNC_DEST_CREDS)."),
+        click.option("--user", help="Target registry user (the original's --user; password from "
+                     "GCRSYNC_PASSWORD or --password)."),
+        click.option("--password", envvar="GCRSYNC_PASSWORD", help="Target registry password (prefer the "
+                     "GCRSYNC_PASSWORD env var)."),
         click.option("--metadata", help="Metadata repo: a directory, a git work tree or a git URL "
                      "(default: a git repo in the user's data directory)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def user_creds(dest_creds: str | None, user: str | None, password: str | None) -> str | None:
+    """--user/--password (the original tool's flags) are another spelling of --dest-creds."""
+    if dest_creds or not user:
+        return dest_creds
+    if password is None:
+        raise ConfigError("--user needs a password: set GCRSYNC_PASSWORD (or --password)")
+    return f"{user}:{password}"
 
 
 def tags_override(include: tuple[str, ...], exclude: tuple[str, ...], semver: str | None,
@@ -79,7 +93,8 @@ async def sync_command(
     namespaces: tuple[str, ...], config_path: str | None, dest: str | None, naming: str | None,
     platforms: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...], semver: str | None,
     latest: int | None, query_jobs: int | None, timeout: float | None, proxy: str | None, src_creds: str | None,
-    dest_creds: str | None, metadata: str | None, jobs: int | None, dry_run: bool, as_json: bool,
+    dest_creds: str | None, user: str | None, password: str | None,
+    metadata: str | None, jobs: int | None, dry_run: bool, as_json: bool,
     report: str | None, trust_ledger: bool | None, prune: bool | None, every: str | None, image_deadline: str | None,
     message: str | None,
 ) -> None:
@@ -106,7 +121,8 @@ async def sync_command(
         image_deadline=parse_duration(image_deadline) if image_deadline else None,
     )
     interval = parse_duration(every) if every else None
-    creds = credential_store(config, src_creds=src_creds, dest_creds=dest_creds, sources=specs)
+    creds = credential_store(config, src_creds=src_creds, dest_creds=user_creds(dest_creds, user, password),
+                             sources=specs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -56,6 +56,10 @@ class PushFailed(LedgerError):
         self.commit = commit
 
 
+class RepoLocked(LedgerError):
+    """Another process (a running sync) holds the metadata repository's lock."""
+
+
 def default_metadata_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
@@ -156,8 +160,15 @@ class MetadataRepo:
             if fresh:
                 git.run("symbolic-ref", "HEAD", f"refs/heads/{repo.branch}")
             repo._exclude_our_files()
-            with repo.lock():
-                repo.refresh(required=fresh)
+            try:
+                with repo.lock():
+                    repo.refresh(required=fresh)
+            except RepoLocked as exc:
+                if fresh:
+                    raise
+                # A sync is running in this clone and fetches/pushes itself. Readers (monitor) use the clone as
+                # it is; writers still take the lock themselves and are refused there.
+                log.info("%s: using the local clone without fetching", exc)
         except BaseException:
             git.close()
             if fresh:
@@ -230,7 +241,7 @@ class MetadataRepo:
                 pid = _read_pid(fd)
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise LedgerError(f"metadata repository is locked by pid {pid or 'unknown'}") from None
+                    raise RepoLocked(f"metadata repository is locked by pid {pid or 'unknown'}") from None
                 raise LedgerError(f"cannot lock the metadata repository: {exc}") from None
             try:  # a releasing holder unlinks the file: make sure we locked the one that is still there
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino

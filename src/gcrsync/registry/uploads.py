@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
+from gcrsync.errors import RegistryError
 from gcrsync.oci import Descriptor
 from gcrsync.registry.auth import pull_scope, push_scope
 from gcrsync.registry.errors import registry_error
@@ -55,6 +56,11 @@ class BlobUploads:
         final = location.update_query({"digest": desc.digest})
         async with self.client.send("PUT", final, scopes=scopes, headers=headers, data=chunks) as resp:
             body = await resp.read()
+            if resp.status == 413 and self.host not in self.client.chunked_hosts:
+                # The registry refuses one big PUT: switch this host to PATCH chunks; status None tells the
+                # BlobMover to start the copy over (the streamed body cannot be replayed here).
+                self.client.chunked_hosts.add(self.host)
+                raise RegistryError(f"{self.host} refused a {size}-byte upload (413): switching to chunked uploads")
             if resp.status not in (201, 204):
                 raise registry_error(f"upload blob {desc.digest[:19]} to {self.name}", resp.status, body)
 
