@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from tools.imagefactory import ACCEPT_ALL, make_layer, push_image
+from tools.imagefactory import ACCEPT_ALL, derive_seed, make_layer, push_image
 
 from faultproxy import FaultProxy
 from gcrsync.cli import main
@@ -179,9 +179,9 @@ def target_head(server: RegistryServer, repo: str, tag: str) -> str | None:
 def seed(server: RegistryServer, ns: str, names: list[str], tags: list[str], size: int = 1_000) -> dict[str, str]:
     """Push names × tags under ns; returns "name:tag" → digest."""
     out = {}
-    for i, name in enumerate(names):
-        for j, tag in enumerate(tags):
-            layer = make_layer(hash((ns, name, tag)) % 10**6 + i * 7 + j, size)
+    for name in names:
+        for tag in tags:
+            layer = make_layer(derive_seed(0, ns, name, tag), size)  # ns is unique: so is every image
             out[f"{name}:{tag}"], _ = push_image(server.pusher(), f"{ns}/{name}", tag, layers=[layer])
     return out
 
