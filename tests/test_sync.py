@@ -275,3 +275,22 @@ def test_original_user_password_flags_for_the_target(registry: RegistryServer, a
     assert (auth_registry.password or "?") not in result.output
     missing = CliRunner().invoke(main, args, env={**env, "GCRSYNC_PASSWORD": ""})
     assert missing.exit_code == 2 and "GCRSYNC_PASSWORD" in missing.output
+
+
+def test_immutable_tags_cost_no_requests_once_mirrored(registry: RegistryServer, make_registry: Any,
+                                                       tmp_path: Path) -> None:
+    ns = unique_repo("immut")
+    pusher = registry.pusher()
+    push_image(pusher, f"{ns}/app", "v1.0.0", layers=[make_layer(141, 600)])
+    push_image(pusher, f"{ns}/app", "latest", layers=[make_layer(142, 600)])
+    target: RegistryServer = make_registry()
+    args = (f"{registry.host}/{ns}", "--dest", f"{target.host}/m", "--immutable", r"v\d+\.\d+\.\d+")
+    assert run_sync(tmp_path, *args)[0] == 0
+    registry.clear_requests()
+    target.clear_requests()
+    code, out, report = run_sync(tmp_path, *args)
+    assert code == 0, out
+    assert report["totals"]["states"] == {"unchanged": 2}
+    assert not [r for r in registry.requests() if "/manifests/v1.0.0" in r.path]
+    assert not [r for r in target.requests() if "/manifests/v1.0.0" in r.path]
+    assert [r.method for r in registry.requests() if "/manifests/latest" in r.path] == ["HEAD"]

@@ -30,8 +30,9 @@ class TagsConfig(_Model):
     semver: str | None = None
     latest: int | None = Field(default=None, ge=1)
     include_digest_tags: bool = False
+    immutable: list[str] = Field(default_factory=list, description="tags that never move once mirrored")
 
-    @field_validator("include", "exclude")
+    @field_validator("include", "exclude", "immutable")
     @classmethod
     def _regexes(cls, value: list[str]) -> list[str]:
         for pattern in value:

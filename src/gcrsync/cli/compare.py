@@ -8,25 +8,18 @@ import click
 
 from gcrsync.audit import compare, rebuild_ledger
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
-from gcrsync.cli.settings import credential_store, load, open_metadata, source_specs, transport_options
-from gcrsync.cli.sync import common_source_options, tags_override, user_creds
+from gcrsync.cli.settings import open_metadata
+from gcrsync.cli.sources import SourceArgs, source_options
 from gcrsync.ledger import Ledger
 from gcrsync.mirror import Mirror, SyncOptions
 
 
 @click.command("compare")
-@click.argument("namespaces", nargs=-1)
-@common_source_options
+@source_options
 @click.option("--write", is_flag=True, help="Rebuild the ledger from the target's real content and commit it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @run_async
-async def compare_command(
-    namespaces: tuple[str, ...], config_path: str | None, dest: str | None, naming: str | None,
-    platforms: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...], semver: str | None,
-    latest: int | None, query_jobs: int | None, timeout: float | None, proxy: str | None, src_creds: str | None,
-    dest_creds: str | None, user: str | None, password: str | None,
-    metadata: str | None, write: bool, as_json: bool,
-) -> None:
+async def compare_command(args: SourceArgs, write: bool, as_json: bool) -> None:
     """Compare SOURCE_NAMESPACE... with what --dest really holds, and with the ledger.
 
     Prints, per namespace, tags in sync, missing at the target, with another digest at the target, and
@@ -37,18 +30,14 @@ async def compare_command(
       gcrsync compare gcr.io/google-containers --dest docker.io/gcrxio
       gcrsync compare -c gcrsync.yaml --write     # bootstrap the ledger from the target
     """
-    config = load(config_path)
-    specs = source_specs(config, namespaces=namespaces, dest=dest, naming=naming, platforms=platforms,
-                         tags=tags_override(include, exclude, semver, latest))
-    creds = credential_store(config, src_creds=src_creds, dest_creds=user_creds(dest_creds, user, password),
-                             sources=specs)
-    options = SyncOptions(query_jobs=query_jobs or config.defaults.query_jobs, dry_run=True)
-    repo = open_metadata(config.metadata, metadata)
+    config, specs = args.config, args.specs
+    creds = args.credentials()
+    options = SyncOptions(query_jobs=args.query_limit, dry_run=True)
+    repo = open_metadata(config.metadata, args.metadata)
     try:
         with repo.lock():
             ledgers: dict[str, Ledger] = {s.label: repo.store.load(s.label, s.target_prefix) for s in specs}
-            async with registry_client_for(config, transport_options(config, timeout=timeout, proxy=proxy),
-                                           creds) as client:
+            async with registry_client_for(config, args.transport(), creds) as client:
                 mirror = Mirror(client, specs, options, repo)
                 plan, results = await compare(mirror, ledgers)
             commit = None

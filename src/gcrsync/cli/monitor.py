@@ -12,22 +12,17 @@ import click
 from gcrsync.audit import load_last_run, prometheus_text
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import (
-    credential_store,
-    load,
     open_metadata,
     parse_duration,
-    source_specs,
-    transport_options,
 )
-from gcrsync.cli.sync import common_source_options, tags_override, user_creds
+from gcrsync.cli.sources import SourceArgs, source_options
 from gcrsync.ledger import Ledger
 from gcrsync.ledger.store import atomic_write
 from gcrsync.mirror import Mirror, SyncOptions
 
 
 @click.command("monitor")
-@click.argument("namespaces", nargs=-1)
-@common_source_options
+@source_options
 @click.option("--interval", default="5m", show_default=True, help="Time between reports.")
 @click.option("--count", type=int, default=None, help="Stop after N reports (default: forever).")
 @click.option("--metrics", type=click.Path(dir_okay=False), help="Also write a Prometheus text-format file.")
@@ -36,12 +31,7 @@ from gcrsync.mirror import Mirror, SyncOptions
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per report.")
 @run_async
 async def monitor_command(
-    namespaces: tuple[str, ...], config_path: str | None, dest: str | None, naming: str | None,
-    platforms: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...], semver: str | None,
-    latest: int | None, query_jobs: int | None, timeout: float | None, proxy: str | None, src_creds: str | None,
-    dest_creds: str | None, user: str | None, password: str | None,
-    metadata: str | None, interval: str, count: int | None, metrics: str | None,
-    trust_ledger: bool, as_json: bool,
+    args: SourceArgs, interval: str, count: int | None, metrics: str | None, trust_ledger: bool, as_json: bool,
 ) -> None:
     """Every --interval, print per namespace: tags synced, pending new, pending changed, failed last run.
 
@@ -50,24 +40,20 @@ async def monitor_command(
       gcrsync monitor -c gcrsync.yaml --interval 10m --metrics /var/lib/node_exporter/gcrsync.prom
       gcrsync monitor gcr.io/distroless --dest docker.io/me --count 1
     """
-    config = load(config_path)
-    specs = source_specs(config, namespaces=namespaces, dest=dest, naming=naming, platforms=platforms,
-                         tags=tags_override(include, exclude, semver, latest))
-    creds = credential_store(config, src_creds=src_creds, dest_creds=user_creds(dest_creds, user, password),
-                             sources=specs)
+    config, specs = args.config, args.specs
+    creds = args.credentials()
     seconds = parse_duration(interval)
     if count is not None and count < 1:
         raise click.BadParameter("must be at least 1", param_hint="--count")
     done = 0
-    async with registry_client_for(config, transport_options(config, timeout=timeout, proxy=proxy),
-                                   creds) as client:
+    async with registry_client_for(config, args.transport(), creds) as client:
         while True:
-            repo = open_metadata(config.metadata, metadata)
+            repo = open_metadata(config.metadata, args.metadata)
             try:
                 ledgers: dict[str, Ledger] = {s.label: repo.store.load(s.label, s.target_prefix) for s in specs}
             finally:
                 repo.close()
-            options = SyncOptions(query_jobs=query_jobs or config.defaults.query_jobs, dry_run=True,
+            options = SyncOptions(query_jobs=args.query_limit, dry_run=True,
                                   trust_ledger=trust_ledger)
             plan, namespaces_result = await Mirror(client, specs, options).plan(ledgers)
             failed = load_last_run()

@@ -60,7 +60,8 @@ def load(config_path: str | None) -> Config:
 
 def _policy(tags: TagsConfig) -> TagPolicy:
     return TagPolicy(include=list(tags.include), exclude=list(tags.exclude), semver=tags.semver,
-                     latest=tags.latest, include_digest_tags=tags.include_digest_tags)
+                     latest=tags.latest, include_digest_tags=tags.include_digest_tags,
+                     immutable=list(tags.immutable))
 
 
 def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str | None = None,

@@ -140,13 +140,19 @@ async def resolve_digests(
 
     async def one(item: PlanItem) -> None:
         try:
+            record = ledger_lookup(item)
+            if record is not None and item.spec.policy.is_immutable(item.tag):
+                # Declared immutable and already mirrored: no request at either end.
+                item.target_digest = record[0]
+                item.source_digest = item.source_digest or record[1] or record[0]
+                item.state = "unchanged"
+                return
             if item.source_digest is None:
                 desc = await open_source(item).head_manifest(item.tag)
                 if desc is None:
                     item.state, item.error = "error", "tag vanished at the source during planning"
                     return
                 item.source_digest = desc.digest
-            record = ledger_lookup(item)
             filtered = bool(item.spec.platforms)
             if trust_ledger and record is not None:
                 item.target_digest = record[0]

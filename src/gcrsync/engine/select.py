@@ -69,7 +69,11 @@ class TagPolicy:
     semver: str | None = None
     latest: int | None = None
     include_digest_tags: bool = False
+    # Tags matching these never move once mirrored (release tags): a ledger entry is trusted without any
+    # request, at the source or the target. `latest`-style tags stay checked every run.
+    immutable: list[str] = field(default_factory=list)
     _include_re: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _immutable_re: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     _exclude_re: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     _range: Any = field(init=False, repr=False, compare=False)
 
@@ -77,6 +81,7 @@ class TagPolicy:
         # Frozen dataclass: the compiled forms are cached through object.__setattr__.
         object.__setattr__(self, "_include_re", _compile(self.include, "include"))
         object.__setattr__(self, "_exclude_re", _compile(self.exclude, "exclude"))
+        object.__setattr__(self, "_immutable_re", _compile(self.immutable, "immutable"))
         object.__setattr__(self, "_range", self._parse_range())
         if self.latest is not None and (isinstance(self.latest, bool) or self.latest < 1):
             raise ConfigError(f"tag policy 'latest' must be a positive integer, got {self.latest!r}")
@@ -90,6 +95,9 @@ class TagPolicy:
             return nodesemver.make_range(self.semver, False)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"invalid semver range {self.semver!r}: {exc}") from None
+
+    def is_immutable(self, tag: str) -> bool:
+        return any(p.fullmatch(tag) for p in self._immutable_re)
 
     def wanted(self, tag: str) -> bool:
         """Every filter except latest-N."""
