@@ -1,0 +1,302 @@
+"""The ledger's data model: one namespace's image:tag → digest record, validated strictly.
+
+Everything here comes from a file in a git repository anyone may have edited, so it is parsed as
+untrusted input (pydantic strict models, names checked before they become paths).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from gcrsync.errors import LedgerError
+
+FORMAT = "gcrsync-ledger/1"
+MAX_PREVIOUS_DIGESTS = 10
+LEGACY_REGISTRIES = frozenset({"gcr.io"})  # the original tool only ever read gcr.io namespaces
+TMP_PREFIX = ".gcrsync-tmp-"  # atomic-write temp files; excluded from git by MetadataRepo
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*(?::\d{{1,5}})?$")
+_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")  # OCI distribution path component
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
+_REF_RE = re.compile(r"^[^\s\x00]{1,512}$")
+
+
+def is_repo_name(name: str) -> bool:
+    """True for a repository path like 'pause' or 'team/app' (OCI grammar, so never '..' or absolute)."""
+    return bool(name) and all(_COMPONENT_RE.fullmatch(part) for part in name.split("/"))  # "$" allows "\n"
+
+
+def is_tag(tag: str) -> bool:
+    return bool(_TAG_RE.fullmatch(tag))
+
+
+def _is_host(host: str) -> bool:
+    # Like docker's reference grammar: a registry host has a dot or a port, or is localhost. Requiring this
+    # keeps namespaces() from mistaking unrelated root files (or legacy ledgers) for namespaces.
+    return bool(_HOST_RE.match(host)) and ("." in host or ":" in host or host == "localhost")
+
+
+def format_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc(when: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; stored with second resolution, as written to the file."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).replace(microsecond=0)
+
+
+def _parse_time(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"not an ISO 8601 time: {value[:40]!r}") from exc
+        if parsed.tzinfo is None:
+            raise ValueError(f"time without a time zone: {value[:40]!r}")
+        return _utc(parsed)
+    if isinstance(value, datetime):
+        return _utc(value)
+    return value
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> BeforeValidator:
+    def check(value: object) -> object:
+        if isinstance(value, str) and not pattern.fullmatch(value):
+            raise ValueError(f"not {what}: {value[:80]!r}")
+        return value
+
+    return BeforeValidator(check)
+
+
+Time = Annotated[datetime, BeforeValidator(_parse_time)]
+Digest = Annotated[str, _matching(_DIGEST_RE, "a digest")]
+Ref = Annotated[str, _matching(_REF_RE, "an image reference")]
+
+
+class Entry(BaseModel):
+    """One source tag as last copied. Immutable: Ledger.record replaces entries."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    digest: Digest | None
+    target: Ref
+    media_type: str | None = None
+    first_synced: Time | None = None
+    last_synced: Time | None = None
+    previous_digests: list[Digest] = Field(default_factory=list)
+    # Only set when the copy's digest differs from the source's (platform-filtered index): the plan then
+    # compares the source's current digest against this, not against `digest`.
+    source_digest: Digest | None = None
+    platforms: list[str] | None = None
+    legacy: bool = False
+
+    @model_validator(mode="after")
+    def _digest_required(self) -> Entry:
+        if self.digest is None and not self.legacy:
+            raise ValueError("digest is null but the entry is not marked legacy")
+        return self
+
+    @property
+    def effective_source_digest(self) -> str | None:
+        """The source digest this entry was copied from (what a plan compares the source against)."""
+        return self.source_digest or self.digest
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "digest": self.digest,
+            "target": self.target,
+            "media_type": self.media_type,
+            "first_synced": format_time(self.first_synced) if self.first_synced else None,
+            "last_synced": format_time(self.last_synced) if self.last_synced else None,
+            "previous_digests": list(self.previous_digests),
+        }
+        if self.source_digest is not None and self.source_digest != self.digest:
+            out["source_digest"] = self.source_digest
+        if self.platforms is not None:
+            out["platforms"] = list(self.platforms)
+        if self.legacy:
+            out["legacy"] = True
+        return out
+
+
+def _history(*groups: Sequence[str | None], exclude: str | None) -> list[str]:
+    """Distinct digests, most recent first, without the current one, bounded."""
+    seen: list[str] = []
+    for group in groups:
+        for digest in group:
+            if digest and digest != exclude and digest not in seen:
+                seen.append(digest)
+    return seen[:MAX_PREVIOUS_DIGESTS]
+
+
+class Ledger:
+    """All entries of one source namespace. Plain data: knows nothing about registries or git."""
+
+    def __init__(self, source: str, target: str, images: dict[str, dict[str, Entry]] | None = None) -> None:
+        self.source = source
+        self.target = target
+        self.images: dict[str, dict[str, Entry]] = images or {}
+        self.legacy_path: Path | None = None  # set by LedgerStore.load when migrated; deleted on save
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.source!r} -> {self.target!r}, {len(self)} tags)"
+
+    def __len__(self) -> int:
+        return sum(len(tags) for tags in self.images.values())
+
+    def get(self, repo: str, tag: str) -> Entry | None:
+        return self.images.get(repo, {}).get(tag)
+
+    def entries(self) -> Iterator[tuple[str, str, Entry]]:
+        for repo in sorted(self.images):
+            for tag in sorted(self.images[repo]):
+                yield repo, tag, self.images[repo][tag]
+
+    def record(
+        self,
+        repo: str,
+        tag: str,
+        *,
+        digest: str,
+        target_ref: str,
+        media_type: str | None,
+        now: datetime,
+        source_digest: str | None = None,
+        platforms: Sequence[str] | None = None,
+    ) -> Literal["added", "updated", "unchanged"]:
+        """Record that source repo:tag now has `digest` at target_ref.
+
+        "unchanged" leaves the entry (and last_synced) alone on purpose: otherwise every run would rewrite
+        every timestamp and produce a commit although nothing was copied.
+        """
+        if not is_repo_name(repo) or not is_tag(tag):
+            raise LedgerError(f"invalid image name {repo!r}:{tag!r} for ledger {self.source}")
+        old = self.get(repo, tag)
+        src = source_digest if source_digest and source_digest != digest else None
+        plats = sorted(platforms) if platforms is not None else None
+        when = _utc(now)
+        try:
+            if old is None:
+                new = Entry(digest=digest, target=target_ref, media_type=media_type, first_synced=when,
+                            last_synced=when, source_digest=src, platforms=plats)
+                result: Literal["added", "updated", "unchanged"] = "added"
+            else:
+                same = (old.digest, old.target, old.source_digest, old.media_type, old.platforms, old.legacy) == (
+                    digest, target_ref, src, media_type, plats, False)
+                if same:
+                    return "unchanged"
+                new = Entry(digest=digest, target=target_ref, media_type=media_type,
+                            first_synced=old.first_synced or when, last_synced=when,
+                            previous_digests=_history([old.digest], old.previous_digests, exclude=digest),
+                            source_digest=src, platforms=plats)
+                result = "updated"
+        except ValidationError as exc:
+            raise LedgerError(f"cannot record {repo}:{tag} in ledger {self.source}: {_one_line(exc)}") from None
+        self.images.setdefault(repo, {})[tag] = new
+        return result
+
+    def remove(self, repo: str, tag: str) -> bool:
+        """Forget a tag (removed upstream). Returns False if it was not recorded."""
+        tags = self.images.get(repo)
+        if not tags or tag not in tags:
+            return False
+        del tags[tag]
+        if not tags:
+            del self.images[repo]
+        return True
+
+    def merge(self, other: Ledger) -> Ledger:
+        """Union by repo/tag, for two runs that raced. On conflict the newer last_synced wins (self on a tie);
+        the loser's digests go into previous_digests. Keeps self's source and target.
+
+        A union cannot tell "removed by the other run" from "never seen", so a removal made by only one of
+        the racing runs comes back; the next run removes it again.
+        """
+        if other.source != self.source:
+            raise LedgerError(f"cannot merge ledger {other.source} into {self.source}")
+        out = Ledger(self.source, self.target)
+        for repo, tag, mine in self.entries():
+            out.images.setdefault(repo, {})[tag] = mine
+        for repo, tag, theirs in other.entries():
+            mine_or_none = out.get(repo, tag)
+            if mine_or_none is None:
+                out.images.setdefault(repo, {})[tag] = theirs
+                continue
+            if mine_or_none == theirs:
+                continue
+            oldest = datetime.min.replace(tzinfo=UTC)
+            if (theirs.last_synced or oldest) > (mine_or_none.last_synced or oldest):
+                winner, loser = theirs, mine_or_none
+            else:
+                winner, loser = mine_or_none, theirs
+            firsts = [t for t in (winner.first_synced, loser.first_synced) if t is not None]
+            merged = winner.model_copy(update={
+                "first_synced": min(firsts) if firsts else None,
+                "previous_digests": _history(winner.previous_digests, [loser.digest], loser.previous_digests,
+                                             exclude=winner.digest),
+            })
+            out.images[repo][tag] = merged
+        return out
+
+    def to_json(self) -> str:
+        doc = {
+            "format": FORMAT,
+            "source": self.source,
+            "target": self.target,
+            "images": {repo: {tag: entry.to_json() for tag, entry in tags.items()}
+                       for repo, tags in self.images.items() if tags},
+        }
+        return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> Ledger:
+        """Parse a ledger file's text; every problem is a one-line LedgerError naming `where`."""
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+            raise LedgerError(f"{where}: invalid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise LedgerError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+        if doc.get("format") != FORMAT:
+            raise LedgerError(f"{where}: unsupported format {str(doc.get('format'))[:40]!r}, expected {FORMAT!r}")
+        unknown = set(doc) - {"format", "source", "target", "images"}
+        if unknown:
+            raise LedgerError(f"{where}: unknown keys {[key[:40] for key in sorted(unknown)[:5]]}")
+        source, target, images = doc.get("source"), doc.get("target"), doc.get("images")
+        if not isinstance(source, str) or not isinstance(target, str) or not _REF_RE.fullmatch(target):
+            raise LedgerError(f"{where}: 'source' and 'target' must be image references")
+        if not isinstance(images, dict):
+            raise LedgerError(f"{where}: 'images' must be an object")
+        ledger = cls(source, target)
+        for repo, tags in images.items():
+            if not is_repo_name(repo):
+                raise LedgerError(f"{where}: invalid image name {repo[:80]!r}")
+            if not isinstance(tags, dict):
+                raise LedgerError(f"{where}: image {repo[:80]!r}: expected an object of tags")
+            for tag, raw in tags.items():
+                if not is_tag(tag):
+                    raise LedgerError(f"{where}: image {repo[:80]!r}: invalid tag {tag[:80]!r}")
+                try:
+                    entry = Entry.model_validate(raw)
+                except ValidationError as exc:
+                    raise LedgerError(f"{where}: {repo[:80]}:{tag}: {_one_line(exc)}") from None
+                ledger.images.setdefault(repo, {})[tag] = entry
+        return ledger
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = " ".join(".".join(str(part)[:40] for part in err["loc"]).split())  # extra keys come from the file
+    msg = str(err["msg"]).splitlines()[0]
+    return f"{loc}: {msg}" if loc else msg

@@ -1,0 +1,38 @@
+"""The README's config example and the deploy examples are valid: documentation that cannot rot silently."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from gcrsync.cli import COMMANDS, main
+from gcrsync.config import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_config_example_is_valid() -> None:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert blocks, "README has no yaml example"
+    config = parse_config(blocks[0], "README.md")
+    assert config.sync and config.target and config.metadata.location
+    assert config.defaults.tags.immutable
+
+
+def test_deploy_config_and_manifests_parse() -> None:
+    config = parse_config((ROOT / "deploy/gcrsync.yaml").read_text(), "deploy/gcrsync.yaml")
+    assert [s.source for s in config.sync][0] == "gcr.io/google-containers"
+    for path in (ROOT / "deploy/kubernetes-cronjob.yaml", ROOT / "deploy/github-actions/mirror.yml"):
+        assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+def test_every_command_is_documented_in_readme_with_working_help() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in COMMANDS:
+        assert f"gcrsync {name}" in readme, name
+        result = CliRunner().invoke(main, [name, "--help"])
+        assert result.exit_code == 0 and "Example" in result.output, name
