@@ -287,35 +287,32 @@ class Repository(BlobUploads):
     async def _blob_response(
         self, desc: Descriptor, extra: Mapping[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET a blob, following redirects (CDNs, S3). The first hop carries registry auth; a redirect keeps
+        the Authorization header only while it stays on the registry's own origin, never elsewhere."""
         url = self.url / "blobs" / desc.digest
         what = f"blob {self.name}@{desc.digest[:19]}"
-        # First hop with registry auth; redirects (CDNs, S3) without it when they leave the registry's host.
-        async with self.client.send("GET", url, scopes=self._pull, headers=extra) as resp:
-            if resp.status in (200, 206):
-                yield resp
-                return
-            if resp.status not in (301, 302, 303, 307, 308):
-                raise registry_error(what, resp.status, await resp.read())
-            location = resp.headers.get("Location")
-            auth = resp.request_info.headers.get("Authorization")
-        hops = 0
-        while location is not None:
-            hops += 1
-            if hops > MAX_REDIRECTS:
-                raise RegistryError(f"{what}: too many redirects")
-            nxt = url.join(URL(location, encoded=True))
-            headers = dict(extra)
-            if auth and nxt.origin() == url.origin():
-                headers["Authorization"] = auth  # same host: keep it; anything else: never forward it
-            url = nxt
-            async with self.client.transport.request("GET", url, headers=headers) as resp:
+        auth: str | None = None
+        for hop in range(MAX_REDIRECTS + 1):
+            if hop == 0:
+                ctx = self.client.send("GET", url, scopes=self._pull, headers=extra)
+            else:
+                headers = dict(extra)
+                if auth and url.origin() == self.url.origin():
+                    headers["Authorization"] = auth
+                ctx = self.client.transport.request("GET", url, headers=headers)
+            async with ctx as resp:
                 if resp.status in (200, 206):
                     yield resp
                     return
                 if resp.status not in (301, 302, 303, 307, 308):
                     raise registry_error(what, resp.status, await resp.read())
                 location = resp.headers.get("Location")
-        raise RegistryError(f"{what}: redirect without a Location")
+                if hop == 0:
+                    auth = resp.request_info.headers.get("Authorization")
+            if location is None:
+                raise RegistryError(f"{what}: redirect without a Location")
+            url = url.join(URL(location, encoded=True))
+        raise RegistryError(f"{what}: too many redirects")
 
     # -- tags -------------------------------------------------------------------------------------
     async def list_tags(self) -> list[str]:
