@@ -48,7 +48,8 @@ class RegistryConfig(_Model):
     password_env: str | None = Field(default=None, description="name of the env var holding the password")
     username: str | None = None
     password: str | None = None  # allowed, but the file is then checked for world-readability
-    insecure: bool = False
+    insecure: bool = False  # HTTPS without certificate verification
+    plain_http: bool | None = None  # plain HTTP; default: only loopback hosts
     requests_per_second: float | None = Field(default=None, gt=0)
     max_concurrency: int | None = Field(default=None, ge=1)
     chunked_upload: bool = False

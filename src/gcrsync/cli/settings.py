@@ -132,7 +132,7 @@ def _registry_credential(host: str, reg: RegistryConfig) -> Credential | None:
 
 def transport_options(config: Config, *, timeout: float | None = None, proxy: str | None = None) -> TransportOptions:
     policies = {
-        host: HostPolicy(insecure=reg.insecure, requests_per_second=reg.requests_per_second,
+        host: HostPolicy(insecure=reg.insecure, plain_http=reg.plain_http, requests_per_second=reg.requests_per_second,
                          max_concurrency=reg.max_concurrency)
         for host, reg in config.registries.items()
     }

@@ -41,7 +41,8 @@ def redact_url(url: str | URL) -> str:
 class HostPolicy:
     """Per-host knobs from the config (insecure hosts, rate and concurrency caps)."""
 
-    insecure: bool = False  # plain HTTP allowed and TLS verification off
+    insecure: bool = False  # HTTPS without certificate verification (a self-signed registry)
+    plain_http: bool | None = None  # speak HTTP; None = only for loopback hosts, as Docker does
     requests_per_second: float | None = None
     max_concurrency: int | None = None
 
@@ -170,8 +171,9 @@ class Transport:
         return self._session
 
     def scheme_for(self, host: str) -> str:
-        """Plain HTTP only for loopback or hosts configured insecure; HTTPS everywhere else."""
-        return "http" if is_loopback(host) or self.options.policy(host).insecure else "https"
+        """Plain HTTP only for loopback hosts (unless configured otherwise) or hosts configured plain_http."""
+        plain = self.options.policy(host).plain_http
+        return "http" if (is_loopback(host) if plain is None else plain) else "https"
 
     def _gate(self, host: str) -> _HostGate:
         gate = self._gates.get(host)
@@ -181,8 +183,8 @@ class Transport:
 
     def _check_scheme(self, url: URL) -> None:
         host = url.host or ""
-        if url.scheme == "http" and not (is_loopback(host) or self.options.policy(url.authority).insecure):
-            raise GcrsyncError(f"refusing plain HTTP to {url.authority}: configure it as insecure to allow it")
+        if url.scheme == "http" and not (is_loopback(host) or self.options.policy(url.authority).plain_http):
+            raise GcrsyncError(f"refusing plain HTTP to {url.authority}: set plain_http for it to allow it")
         if url.scheme not in ("http", "https"):
             raise GcrsyncError(f"unsupported URL scheme {url.scheme!r}")
 
@@ -286,7 +288,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "TLS certificate verification failed (configure the registry as insecure only if you trust it)"
+        return "TLS certificate verification failed (set `insecure: true` for this registry only if you trust it)"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect ({exc.os_error.strerror or exc.os_error})"
     text = str(exc) or type(exc).__name__
