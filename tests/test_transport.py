@@ -89,9 +89,8 @@ async def test_tls_verification_is_on_by_default(tls_server: str) -> None:
 async def test_insecure_skips_verification_for_that_host_only(tls_server: str) -> None:
     options = TransportOptions(max_attempts=1,
                                host_policies={tls_server: HostPolicy(plain_http=False, insecure=True)})
-    async with Transport(options) as transport:
-        async with transport.request("GET", f"https://{tls_server}/v2/") as resp:
-            assert resp.status == 200
+    async with Transport(options) as transport, transport.request("GET", f"https://{tls_server}/v2/") as resp:
+        assert resp.status == 200
 
 
 def test_redact_url_strips_userinfo_and_signed_parameters() -> None:

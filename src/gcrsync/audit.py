@@ -87,6 +87,9 @@ def rebuild_ledger(ledger: Ledger, comparison: NamespaceComparison, plan: Plan) 
         if item.target_digest is None:
             continue
         old = ledger.get(item.rel, item.tag)
+        if old is not None and old.digest == item.target_digest and old.target == item.target:
+            fresh.images.setdefault(item.rel, {})[item.tag] = old  # keep its history and timestamps
+            continue
         fresh.record(item.rel, item.tag, digest=item.target_digest, target_ref=item.target,
                      media_type=old.media_type if old and old.digest == item.target_digest else None, now=now)
     return fresh
