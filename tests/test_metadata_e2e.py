@@ -394,7 +394,9 @@ def test_killed_mid_sync_ledger_never_ahead_of_target(registry: RegistryServer, 
         proxy.clear_faults()
         run = cli.sync(*args)
     assert run.code == 0, run.output
-    assert run.report["totals"]["states"].get("copied", 0) == len(expected) - len(ledger)
+    # Exactly what the target lacked is copied (the ledger may trail the target by its ~1 s write interval:
+    # those images are found at the target by the next plan and recorded then).
+    assert run.report["totals"]["states"].get("copied", 0) == sum(v is None for v in at_target.values())
     final = remote_ledger(remote, registry, ns)
     assert {k: e["digest"] for k, e in final.items()} == expected
     for key, digest in expected.items():

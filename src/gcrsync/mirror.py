@@ -233,16 +233,18 @@ class Mirror:
                                   media_type=result.media_type or None, now=datetime.now(UTC),
                                   source_digest=result.source_digest or None,
                                   platforms=result.platforms or None)
-                    self.metadata.store.save(ledger)  # atomic; right after the push, before the next image
+                    saver.changed(ledger)
                 if item.state == "changed" and result.state == "copied":
                     changes.updated.append(Updated(item.source, item.target, item.target_digest, result.digest))
                 elif item.state == "new" and result.state == "copied":
                     changes.added.append(Added(item.source, item.target, result.digest))
 
+            saver = _LedgerSaver(self.metadata)
             report.outcome = await execute(
                 plan.work, open_source=self.source_store, open_target=self.target_store, mover=mover,
                 jobs=self.options.jobs, on_result=record, stop=stop, image_deadline=self.options.image_deadline,
             )
+            saver.flush()
             self._record_untouched(plan, ledgers)
             await self._prune(plan, ledgers)
             self._record_removed(plan, ledgers, changes)
@@ -311,6 +313,46 @@ class Mirror:
                 dirty.add(item.spec.label)
         for label in dirty:
             self.metadata.store.save(ledgers[label])
+
+
+class _LedgerSaver:
+    """Writes a ledger soon after each finished image: at once, unless it was written less than a second
+    ago (then at the next image or at the end). Rewriting a 10,000-tag ledger after every one of 10,000
+    images would be quadratic; what a crash can lose is about a second of records, which the next plan
+    finds at the target (HEAD) and records again. A ledger never lists an image whose push did not finish.
+    """
+
+    INTERVAL = 1.0
+
+    def __init__(self, metadata: MetadataRepo | None) -> None:
+        self.metadata = metadata
+        self.pending: dict[str, Ledger] = {}
+        self.last: dict[str, float] = {}
+
+    def changed(self, ledger: Ledger) -> None:
+        if self.metadata is None:
+            return
+        now = time.monotonic()
+        if now - self.last.get(ledger.source, 0.0) >= self.INTERVAL:
+            self.metadata.store.save(ledger)
+            self.last[ledger.source] = now
+            self.pending.pop(ledger.source, None)
+        elif ledger.source not in self.pending:
+            self.pending[ledger.source] = ledger
+            # Written within the interval even if no other image finishes meanwhile (a long copy).
+            asyncio.get_running_loop().call_later(self.INTERVAL, self._flush_one, ledger.source)
+
+    def _flush_one(self, source: str) -> None:
+        ledger = self.pending.pop(source, None)
+        if ledger is not None and self.metadata is not None:
+            self.metadata.store.save(ledger)
+            self.last[source] = time.monotonic()
+
+    def flush(self) -> None:
+        if self.metadata is not None:
+            for ledger in self.pending.values():
+                self.metadata.store.save(ledger)
+        self.pending.clear()
 
 
 def _removed_items(spec: SourceSpec, listing: list[DiscoveredRepo], ledger: Ledger) -> list[PlanItem]:

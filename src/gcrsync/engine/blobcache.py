@@ -35,6 +35,7 @@ class BlobLocations:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=OFF")  # a lost hint costs one copy, not correctness
                 db.execute("CREATE TABLE IF NOT EXISTS seen (registry TEXT, digest TEXT, repository TEXT, "
                            "PRIMARY KEY (registry, digest, repository))")
                 self._db = db

@@ -107,6 +107,8 @@ class BlobMover:
         self.restarts = 0  # blob copies started over after the target failed an upload
 
     def _remember(self, store: ImageStore, digest: str) -> None:
+        if (store.name, digest) in self._present:
+            return
         if self.locations is not None and isinstance(store, Repository):
             self.locations.add(store.host, digest, store.repository)
         self._present.add((store.name, digest))
