@@ -18,8 +18,6 @@ Several unpushed local commits are squashed into one by the rebuild.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import logging
 import os
@@ -32,6 +30,7 @@ from pathlib import Path
 from gcrsync.errors import LedgerError
 from gcrsync.ledger import changelog
 from gcrsync.ledger.git import Git, strip_userinfo
+from gcrsync.ledger.lock import RepoLocked, pid_lock
 from gcrsync.ledger.store import TMP_PREFIX, Ledger, LedgerStore, atomic_write
 
 log = logging.getLogger(__name__)
@@ -56,10 +55,6 @@ class PushFailed(LedgerError):
         self.commit = commit
 
 
-class RepoLocked(LedgerError):
-    """Another process (a running sync) holds the metadata repository's lock."""
-
-
 def default_metadata_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
@@ -74,12 +69,6 @@ def _slug(url: str) -> str:
 def _is_bare_repo(path: Path) -> bool:
     return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir() \
         and not (path / ".git").exists()
-
-
-def _read_pid(fd: int) -> int | None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    text = os.read(fd, 64).decode("ascii", "replace").strip()
-    return int(text) if text.isdigit() else None
 
 
 class MetadataRepo:
@@ -226,42 +215,10 @@ class MetadataRepo:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive use of the metadata repository by this process.
-
-        The file holds our pid (for the message), but the lock itself is an flock on it: the kernel drops it
-        when the holder dies, so a lock left by a crash is always recognised as stale, even if its pid has
-        been reused, and two processes cannot both "take over" the same stale lock.
-        """
-        path = self.lock_path
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                pid = _read_pid(fd)
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise RepoLocked(f"metadata repository is locked by pid {pid or 'unknown'}") from None
-                raise LedgerError(f"cannot lock the metadata repository: {exc}") from None
-            try:  # a releasing holder unlinks the file: make sure we locked the one that is still there
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        try:
-            stale = _read_pid(fd)
-            if stale is not None:
-                log.warning("taking over a stale metadata lock left by pid %d", stale)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        """Exclusive use of the metadata repository by this process (see ledger/lock.py)."""
+        with pid_lock(self.lock_path):
             self._clear_stale_git_locks()
             yield
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            os.close(fd)
 
     def _clear_stale_git_locks(self) -> None:
         """Remove lock files a git command killed together with a previous run left in our own clone.
