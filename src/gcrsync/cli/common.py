@@ -150,10 +150,6 @@ class ByteProgress:
             self._progress.stop()
 
 
-def fail(message: str, code: int = 2) -> None:
-    raise click.UsageError(message) if code == 2 else SystemExit(code)
-
-
 def stdout_line(text: str) -> None:
     """Results go to stdout (scripts read them); logs and progress go to stderr."""
     click.echo(text)

@@ -55,7 +55,7 @@ async def copy_command(
         src = open_store(client, src_loc, create=False)
         dst = open_store(client, dst_loc, create=True)
         with ByteProgress(f"{source} → {destination}") as progress:
-            mover = BlobMover(jobs, on_bytes=progress.advance, locations=BlobLocations())
+            mover = BlobMover(jobs, on_bytes=progress.advance, locations=BlobLocations(), on_start=progress.add_total)
 
 
             try:

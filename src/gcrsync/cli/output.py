@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from gcrsync.engine.plan import Plan, PlanItem
@@ -40,38 +33,55 @@ def short(digest: str | None) -> str:
 
 
 class SyncProgress:
-    """Images done/total and bytes with speed, on a terminal only."""
+    """Images done/total with a bar, and bytes moved with their rate, on a terminal only.
+
+    Uses the same Console as the log handler, so log lines print above the live bar instead of through it.
+    """
 
     def __init__(self) -> None:
-        self.console = Console(stderr=True)
+        from gcrsync.cli.common import stderr
+
+        self.console = stderr
         self.enabled = self.console.is_terminal
         self.progress: Progress | None = None
-        self.images: TaskID | None = None
-        self.bytes: TaskID | None = None
+        self.task: TaskID | None = None
+        self.moved = 0
+        self.started = time.monotonic()
 
     def __enter__(self) -> SyncProgress:
         if self.enabled:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     DownloadColumn(), TransferSpeedColumn(), console=self.console)
+                                     TextColumn("{task.fields[transfer]}"), TimeElapsedColumn(),
+                                     console=self.console)
             self.progress.start()
         return self
 
     def planned(self, plan: Plan) -> None:
         if self.progress is not None:
-            self.images = self.progress.add_task("images", total=len(plan.work))
-            self.bytes = self.progress.add_task("bytes", total=None)
+            self.task = self.progress.add_task("images", total=len(plan.work), transfer="")
+            self.started = time.monotonic()
 
     def image_done(self, item: PlanItem, result: ImageResult) -> None:
-        if self.progress is not None and self.images is not None:
-            self.progress.advance(self.images, 1)
+        if self.progress is not None and self.task is not None:
+            self.progress.advance(self.task, 1)
 
     def advance_bytes(self, n: int) -> None:
-        if self.progress is not None and self.bytes is not None:
-            self.progress.advance(self.bytes, n)
+        self.moved += n
+        if self.progress is not None and self.task is not None:
+            rate = self.moved / max(time.monotonic() - self.started, 1e-3)
+            self.progress.update(self.task, transfer=f"{human_bytes(self.moved)} at {human_bytes(rate)}/s")
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def print_plan(report: SyncReport) -> None:
@@ -97,7 +107,7 @@ def print_summary(report: SyncReport) -> None:
             table.add_column(col)
         for item, res in sorted(report.outcome.results, key=lambda p: p[0].source):
             label = res.state if item.state != "changed" or res.state != "copied" else "updated"
-            table.add_row(label, item.source, item.target, short(res.digest), str(res.bytes_copied),
+            table.add_row(label, item.source, item.target, short(res.digest), human_bytes(res.bytes_copied),
                           f"{res.blobs_copied}/{res.blobs_mounted}/{res.blobs_skipped}", res.error or "")
         console.print(table)
     _namespace_errors(report)
@@ -105,7 +115,7 @@ def print_summary(report: SyncReport) -> None:
     counts = report.plan.counts()
     failed = len(report.outcome.failed)
     console.print(
-        f"synced {len(report.outcome.results) - failed} images ({data['bytes_copied']} bytes), "
+        f"synced {len(report.outcome.results) - failed} images ({human_bytes(data['bytes_copied'])}), "
         f"{counts['unchanged']} unchanged, {failed + counts['error']} failed, {counts['removed']} removed upstream; "
         f"{report.requests} requests, {report.retries} retries, {report.duration:.1f}s"
         + (f"; metadata commit {report.commit[:12]}" if report.commit else "")

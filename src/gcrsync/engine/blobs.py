@@ -95,7 +95,8 @@ class BlobMover:
     """Shared by every image copy of a run."""
 
     def __init__(self, jobs: int = 4, on_bytes: Callable[[int], None] | None = None,
-                 locations: BlobLocations | None = None) -> None:
+                 locations: BlobLocations | None = None, on_start: Callable[[int], None] | None = None) -> None:
+        self.on_start = on_start  # told each transfer's size as it begins (progress totals)
         self.locations = locations  # remembered across runs; None in library use unless given
         self._transfers = asyncio.Semaphore(max(1, jobs))
         self.on_bytes = on_bytes
@@ -198,6 +199,8 @@ class BlobMover:
     async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore) -> int:
         """One attempt at streaming a blob from src into dst, verified on the way; returns its size."""
         self.pulls[desc.digest] = self.pulls.get(desc.digest, 0) + 1
+        if self.on_start is not None and desc.size > 0:
+            self.on_start(desc.size)
         counted = 0
 
         def count(n: int) -> None:
