@@ -97,3 +97,18 @@ def test_redact_url_strips_userinfo_and_signed_parameters() -> None:
     text = redact_url("https://user:s3cret@cdn.example/blob?X-Amz-Signature=abc&ok=1&token=t0k&_state=zzz")
     assert "s3cret" not in text and "abc" not in text and "t0k" not in text and "zzz" not in text
     assert "ok=1" in text and "cdn.example/blob" in text
+
+
+def test_proxy_from_environment_with_no_proxy_and_never_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from yarl import URL
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "registry.internal,.corp.example")
+    transport = Transport()
+    assert transport._proxy_for(URL("https://gcr.io/v2/")) == "http://proxy.internal:3128"
+    assert transport._proxy_for(URL("https://registry.internal/v2/")) is None
+    assert transport._proxy_for(URL("https://mirror.corp.example/v2/")) is None
+    assert transport._proxy_for(URL("http://127.0.0.1:5000/v2/")) is None
+    explicit = Transport(TransportOptions(proxy="http://other:8080"))
+    assert explicit._proxy_for(URL("https://registry.internal/v2/")) == "http://other:8080"
+    assert explicit._proxy_for(URL("http://localhost:5000/v2/")) is None

@@ -13,6 +13,7 @@ import logging
 import random
 import re
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -142,6 +143,7 @@ class Transport:
         self.stats = TransportStats()
         self._session: aiohttp.ClientSession | None = None
         self._gates: dict[str, _HostGate] = {}
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
     async def __aenter__(self) -> Transport:
         return self
@@ -166,7 +168,9 @@ class Transport:
                 connector=connector,
                 headers={"User-Agent": self.options.user_agent},
                 auto_decompress=False,  # blob bytes must reach the hasher exactly as stored
-                trust_env=self.options.proxy is None,  # honour HTTPS_PROXY/NO_PROXY unless --proxy given
+                # Proxies from the environment are resolved here once per host (_proxy_for), not by aiohttp:
+                # its trust_env costs two thread hops per request and would also send ~/.netrc credentials.
+                trust_env=False,
             )
         return self._session
 
@@ -174,6 +178,21 @@ class Transport:
         """Plain HTTP only for loopback hosts (unless configured otherwise) or hosts configured plain_http."""
         plain = self.options.policy(host).plain_http
         return "http" if (is_loopback(host) if plain is None else plain) else "https"
+
+    def _proxy_for(self, url: URL) -> str | None:
+        """--proxy, else HTTPS_PROXY/HTTP_PROXY honouring NO_PROXY; loopback is never proxied (as Go's
+        ProxyFromEnvironment, which Docker and skopeo use). Cached per scheme and host."""
+        key = (url.scheme, url.authority)
+        if key not in self._proxies:
+            host = url.host or ""
+            proxy: str | None = None
+            if not is_loopback(host):
+                if self.options.proxy:
+                    proxy = self.options.proxy
+                elif not urllib.request.proxy_bypass(host):
+                    proxy = urllib.request.getproxies_environment().get(url.scheme)
+            self._proxies[key] = proxy
+        return self._proxies[key]
 
     def _gate(self, host: str) -> _HostGate:
         gate = self._gates.get(host)
@@ -238,7 +257,8 @@ class Transport:
                 await gate.semaphore.acquire()
             try:
                 self.stats.requests[f"{method} {host}"] += 1
-                log.debug("%s %s", method, redact_url(target))
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s %s", method, redact_url(target))
                 try:
                     resp = await self.session.request(
                         method,
@@ -246,7 +266,7 @@ class Transport:
                         headers=dict(headers or {}),
                         data=data,
                         allow_redirects=False,
-                        proxy=self.options.proxy,
+                        proxy=self._proxy_for(target),
                         ssl=ssl,
                     )
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
