@@ -25,7 +25,7 @@ def test_readme_config_example_is_valid() -> None:
 
 def test_deploy_config_and_manifests_parse() -> None:
     config = parse_config((ROOT / "deploy/gcrsync.yaml").read_text(), "deploy/gcrsync.yaml")
-    assert [s.source for s in config.sync][0] == "gcr.io/google-containers"
+    assert config.sync[0].source == "gcr.io/google-containers"
     for path in (ROOT / "deploy/kubernetes-cronjob.yaml", ROOT / "deploy/github-actions/mirror.yml"):
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
 

@@ -32,7 +32,7 @@ from gcrsync.ledger.changelog import short_digest
 from gcrsync.mirror import Mirror, SyncOptions, SyncReport
 from gcrsync.registry.transport import TransportOptions
 from harness import RegistryServer, skopeo_copy_all, skopeo_digest, unique_repo
-from test_git_metadata import _GitHTTP
+from test_git_metadata import _GitHTTP, commits, git, show
 
 ENTRY = "from gcrsync.cli import main; main()"
 DEADLINE = 60.0  # generous upper bound for polling a condition; never a timing assertion
@@ -128,22 +128,9 @@ def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen[by
 
 
 # -- git and registry helpers ---------------------------------------------------------------------------------
-def git(*args: str, cwd: Path | None = None) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
-
-
 def bare_remote(path: Path) -> Path:
     git("init", "-q", "--bare", "-b", "main", str(path))
     return path
-
-
-def commits(bare: Path, branch: str = "main") -> list[str]:
-    out = subprocess.run(["git", "--git-dir", str(bare), "rev-list", branch], capture_output=True, text=True)
-    return out.stdout.split() if out.returncode == 0 else []
-
-
-def show(bare: Path, path: str, branch: str = "main") -> str:
-    return git("--git-dir", str(bare), "show", f"{branch}:{path}")
 
 
 def ledger_path(source: RegistryServer, ns: str) -> str:
