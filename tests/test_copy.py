@@ -332,3 +332,42 @@ def test_separate_copies_mount_shared_layers_remembered_from_earlier_runs(
     fresh: RegistryServer = make_registry()  # type: ignore[operator]
     third = CliRunner().invoke(main, ["copy", f"{registry.host}/{b}:v1", f"{fresh.host}/{b}:v1"], env=env)
     assert third.exit_code == 0 and "4 blobs copied" in third.output, third.output
+
+
+def _nest(pusher: object, repo: str, depth: int) -> str:
+    """An index of an index of ... (depth levels) of one image; returns the outer digest, tagged 'nested'."""
+    from tools.imagefactory import OCI_INDEX, sha256_digest
+
+    digest, raw = push_image(pusher, repo, None, layers=[make_layer(81, 500)], oci=True)  # type: ignore[arg-type]
+    media = "application/vnd.oci.image.manifest.v1+json"
+    for level in range(depth):
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX,
+               "manifests": [{"mediaType": media, "digest": digest, "size": len(raw),
+                              "platform": {"os": "linux", "architecture": "amd64"}}],
+               "annotations": {"level": str(level)}}
+        raw = json.dumps(doc).encode()
+        ref = "nested" if level == depth - 1 else sha256_digest(raw)
+        digest = pusher.push_manifest(repo, ref, raw, OCI_INDEX)  # type: ignore[attr-defined]
+        media = OCI_INDEX
+    return digest
+
+
+async def test_nested_indexes_copy_but_abusive_depth_is_refused(
+    registry: RegistryServer, registry2: RegistryServer, client_factory: object
+) -> None:
+    from gcrsync.engine.copy import MAX_INDEX_DEPTH, first_error
+    from gcrsync.errors import ManifestError
+
+    client = client_factory()  # type: ignore[operator]
+    ok_repo, deep_repo = unique_repo("nest-ok"), unique_repo("nest-deep")
+    digest = _nest(registry.pusher(), ok_repo, 2)
+    result = await copy_image(client.repository(registry.host, ok_repo), "nested",
+                              client.repository(registry2.host, ok_repo), "nested", BlobMover(2))
+    assert result.digest == digest == skopeo_digest(registry2.ref(ok_repo, "nested"))
+    _nest(registry.pusher(), deep_repo, MAX_INDEX_DEPTH + 2)
+    with pytest.raises(BaseException) as info:
+        await copy_image(client.repository(registry.host, deep_repo), "nested",
+                         client.repository(registry2.host, deep_repo), "nested", BlobMover(2))
+    err = first_error(info.value)
+    assert isinstance(err, ManifestError) and "nesting deeper" in str(err)
+    assert registry2.pusher().request("GET", f"/v2/{deep_repo}/tags/list", repo=deep_repo).status == 404

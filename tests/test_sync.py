@@ -294,3 +294,21 @@ def test_immutable_tags_cost_no_requests_once_mirrored(registry: RegistryServer,
     assert not [r for r in registry.requests() if "/manifests/v1.0.0" in r.path]
     assert not [r for r in target.requests() if "/manifests/v1.0.0" in r.path]
     assert [r.method for r in registry.requests() if "/manifests/latest" in r.path] == ["HEAD"]
+
+
+def test_config_with_a_password_warns_when_world_readable(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from gcrsync.config import load_config
+
+    config = tmp_path / "gcrsync.yaml"
+    config.write_text("version: 1\nregistries:\n  docker.io:\n    username: me\n    password: hunter2\n")
+    config.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="gcrsync"):
+        load_config(config)
+    assert "readable by all users" in caplog.text and "hunter2" not in caplog.text
+    caplog.clear()
+    config.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="gcrsync"):
+        load_config(config)
+    assert caplog.text == ""

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gcrsync.errors import ConfigError
+from gcrsync.secretfiles import check_permissions
 
 Naming = str  # "flatten" | "preserve" | "prefix" | a template with {registry} {namespace} {path} {name}
 Discovery = Literal["auto", "gcr", "catalog", "dockerhub", "quay", "list"]
@@ -162,21 +163,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"config {path} is not UTF-8 text") from None
     config = parse_config(text, str(path))
     if any(r.password for r in config.registries.values()):
-        _warn_if_world_readable(path)
+        check_permissions(path)
     return config
-
-
-def _warn_if_world_readable(path: Path) -> None:
-    import logging
-
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & 0o004:
-        logging.getLogger("gcrsync").warning(
-            "%s holds a password and is world-readable: chmod 600 it, or use password_env", path
-        )
 
 
 def env_value(name: str | None) -> str | None:

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import stat
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gcrsync.errors import AuthError, ConfigError
+from gcrsync.secretfiles import check_permissions
 
 log = logging.getLogger("gcrsync")
 
@@ -98,18 +98,6 @@ def env_credential(user_var: str, password_var: str, environ: Mapping[str, str] 
             raise ConfigError(f"environment variable {var} (registry {what}) is not set or empty")
         values.append(value)
     return Credential(username=values[0], password=values[1])
-
-
-def check_permissions(path: Path) -> bool:
-    """Warn (and return True) if ``path``, which holds secrets, is readable by every user on the machine."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    if mode & stat.S_IROTH:
-        log.warning("%s contains credentials and is readable by all users; run: chmod 600 %s", path, path)
-        return True
-    return False
 
 
 def _decode_auth(path: Path, key: str, value: str) -> tuple[str, str]:
