@@ -146,15 +146,17 @@ class BlobMover:
         await self._place(desc, src, dst, result)
 
     async def _place(self, desc: Descriptor, src: ImageStore, dst: ImageStore, result: ImageResult) -> None:
-        if await dst.blob_size(desc.digest) is not None:
-            self._remember(dst, desc.digest)
-            result.blobs_skipped += 1
-            return
+        # A sibling repository filled earlier in this run: mount straight away. A mount of a blob the
+        # repository already holds succeeds too, so the existence HEAD would only cost a request.
         for holder in list(self._holders.get((domain_of(dst), desc.digest), [])):
             if holder.name != dst.name and await dst.mount_blob(desc, holder):
                 self._remember(dst, desc.digest)
                 result.blobs_mounted += 1
                 return
+        if await dst.blob_size(desc.digest) is not None:
+            self._remember(dst, desc.digest)
+            result.blobs_skipped += 1
+            return
         if await self._mount_remembered(desc, dst):
             result.blobs_mounted += 1
             return
