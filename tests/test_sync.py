@@ -312,3 +312,20 @@ def test_config_with_a_password_warns_when_world_readable(tmp_path: Path, caplog
     with caplog.at_level(logging.WARNING, logger="gcrsync"):
         load_config(config)
     assert caplog.text == ""
+
+
+def test_sync_to_layouts_hard_links_shared_layers(registry: RegistryServer, tmp_path: Path) -> None:
+    ns = unique_repo("links")
+    shared = make_layer(151, 50_000)
+    for name in ("a", "b", "c"):
+        push_image(registry.pusher(), f"{ns}/{name}", "v1", layers=[shared, make_layer(hash(name) % 999, 500)],
+                   oci=True)
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", f"oci:{tmp_path / 'mirror'}")
+    assert code == 0, out
+    assert sum(i["blobs_mounted"] for i in report["images"]) == 2  # the shared layer: pulled once, linked twice
+    digest = "sha256:" + __import__("hashlib").sha256(shared).hexdigest()
+    paths = [tmp_path / "mirror" / name / "blobs/sha256" / digest.split(":")[1] for name in ("a", "b", "c")]
+    assert len({p.stat().st_ino for p in paths}) == 1
+    for name in ("a", "b", "c"):
+        assert skopeo_digest(f"oci:{tmp_path / 'mirror' / name}:v1") == skopeo_digest(
+            registry.ref(f"{ns}/{name}", "v1"))

@@ -161,6 +161,17 @@ class LayoutRepository:
     def path(self) -> Path:
         return self._path
 
+    @property
+    def domain(self) -> str:
+        """Layouts on one filesystem can hard-link blobs from each other (mount_blob)."""
+        probe = self._root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            return f"oci-fs:{probe.stat().st_dev}"
+        except OSError:
+            return self.name
+
     def __repr__(self) -> str:
         return f"LayoutRepository({str(self._path)!r}, create={self._create})"
 

@@ -22,6 +22,11 @@ class ImageStore(Protocol):
         """Human-readable location, e.g. 'localhost:5000/team/app' or 'oci:/tmp/out'. Never holds secrets."""
         ...
 
+    @property
+    def domain(self) -> str:
+        """Stores of one domain can mount blobs from each other (one registry host; layouts on one filesystem)."""
+        ...
+
     async def get_manifest(self, ref: str) -> Manifest:
         """Fetch and parse a manifest by tag or digest (verified against the digest when ref is one)."""
         ...

@@ -29,12 +29,6 @@ UPLOAD_ATTEMPTS = 4  # tries at one blob copy when the target fails the (unrepla
 UPLOAD_BACKOFF = 0.2  # seconds before the first restart; doubles each time, with jitter
 
 
-def domain_of(store: ImageStore) -> str:
-    """Stores in one domain can mount from each other (same registry host, or same layout)."""
-    host = getattr(store, "host", None)
-    return host if isinstance(host, str) else store.name
-
-
 async def verified(
     chunks: AsyncIterator[bytes],
     desc: Descriptor,
@@ -113,7 +107,7 @@ class BlobMover:
         if self.locations is not None and isinstance(store, Repository):
             self.locations.add(store.host, digest, store.repository)
         self._present.add((store.name, digest))
-        holders = self._holders.setdefault((domain_of(store), digest), [])
+        holders = self._holders.setdefault((store.domain, digest), [])
         if all(h.name != store.name for h in holders):
             holders.append(store)
 
@@ -122,7 +116,7 @@ class BlobMover:
         if (dst.name, desc.digest) in self._present:
             result.blobs_skipped += 1
             return
-        key = (domain_of(dst), desc.digest)
+        key = (dst.domain, desc.digest)
         leader = self._inflight.get(key)
         if leader is not None:
             with contextlib.suppress(GcrsyncError):  # if the leader failed, we try on our own below
@@ -148,7 +142,7 @@ class BlobMover:
     async def _place(self, desc: Descriptor, src: ImageStore, dst: ImageStore, result: ImageResult) -> None:
         # A sibling repository filled earlier in this run: mount straight away. A mount of a blob the
         # repository already holds succeeds too, so the existence HEAD would only cost a request.
-        for holder in list(self._holders.get((domain_of(dst), desc.digest), [])):
+        for holder in list(self._holders.get((dst.domain, desc.digest), [])):
             if holder.name != dst.name and await dst.mount_blob(desc, holder):
                 self._remember(dst, desc.digest)
                 result.blobs_mounted += 1
@@ -161,7 +155,7 @@ class BlobMover:
             result.blobs_mounted += 1
             return
         # Cross-repo mount from the source itself, when source and target share a registry.
-        if domain_of(src) == domain_of(dst) and src.name != dst.name and await dst.mount_blob(desc, src):
+        if src.domain == dst.domain and src.name != dst.name and await dst.mount_blob(desc, src):
             self._remember(dst, desc.digest)
             result.blobs_mounted += 1
             return

@@ -166,6 +166,10 @@ class Repository(BlobUploads):
     def name(self) -> str:
         return f"{self.host}/{self.repository}"
 
+    @property
+    def domain(self) -> str:
+        return self.host
+
     def _manifest_url(self, ref: str) -> URL:
         return self.url / "manifests" / ref
 
