@@ -151,7 +151,7 @@ class Mirror:
             self.client,
             api_host,
             spec.namespace,
-            spec.discovery,  # type: ignore[arg-type]
+            spec.discovery,
             repositories=spec.repositories or None,
             query_jobs=self.options.query_jobs,
             scheme=self.client.transport.scheme_for(api_host),

@@ -16,7 +16,7 @@ from typing import Literal
 from gcrsync.engine.naming import detect_collisions, map_name
 from gcrsync.engine.select import TagPolicy, select_tags
 from gcrsync.oci import Platform
-from gcrsync.registry.discovery import DiscoveredRepo
+from gcrsync.registry.discovery import DiscoveredRepo, Method
 from gcrsync.store import ImageStore
 
 log = logging.getLogger("gcrsync.plan")
@@ -34,7 +34,7 @@ class SourceSpec:
     naming: str = "flatten"
     policy: TagPolicy = field(default_factory=TagPolicy)
     platforms: list[Platform] = field(default_factory=list)
-    discovery: str = "auto"
+    discovery: Method = "auto"
     repositories: list[str] = field(default_factory=list)
 
     @property
