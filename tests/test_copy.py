@@ -371,3 +371,15 @@ async def test_nested_indexes_copy_but_abusive_depth_is_refused(
     err = first_error(info.value)
     assert isinstance(err, ManifestError) and "nesting deeper" in str(err)
     assert registry2.pusher().request("GET", f"/v2/{deep_repo}/tags/list", repo=deep_repo).status == 404
+
+
+def test_copy_platform_mismatch_on_a_single_platform_image(registry: RegistryServer,
+                                                           registry2: RegistryServer) -> None:
+    repo = unique_repo("single-plat")
+    push_image(registry.pusher(), repo, "v1", layers=[make_layer(171, 500)], platform=("linux", "amd64", None))
+    code, out = run_cli("copy", f"{registry.host}/{repo}:v1", f"{registry2.host}/{repo}:v1", "--platform",
+                        "linux/arm64")
+    assert code == 1 and "single-platform linux/amd64 image" in out
+    code, out = run_cli("copy", f"{registry.host}/{repo}:v1", f"{registry2.host}/{repo}:v1", "--platform",
+                        "linux/amd64")
+    assert code == 0, out

@@ -186,8 +186,8 @@ def test_config_file_sync(registry: RegistryServer, make_registry: Any, tmp_path
     ns = unique_repo("cfg")
     pusher = registry.pusher()
     push_index(pusher, f"{ns}/multi", "v1", [("linux", "amd64", None), ("linux", "arm64", None)], 2_000, seed=3)
-    push_image(pusher, f"{ns}/single", "v1", layers=[make_layer(101, 1_000)])
-    push_image(pusher, f"{ns}/single", "old", layers=[make_layer(102, 1_000)])
+    push_image(pusher, f"{ns}/single", "v1", layers=[make_layer(101, 1_000)], platform=("linux", "arm64", None))
+    push_image(pusher, f"{ns}/single", "old", layers=[make_layer(102, 1_000)], platform=("linux", "arm64", None))
     target: RegistryServer = make_registry()
     config = tmp_path / "gcrsync.yaml"
     config.write_text(f"""
@@ -329,3 +329,23 @@ def test_sync_to_layouts_hard_links_shared_layers(registry: RegistryServer, tmp_
     for name in ("a", "b", "c"):
         assert skopeo_digest(f"oci:{tmp_path / 'mirror' / name}:v1") == skopeo_digest(
             registry.ref(f"{ns}/{name}", "v1"))
+
+
+def test_platform_subset_skips_single_platform_images_of_other_platforms(
+    registry: RegistryServer, make_registry: Any, tmp_path: Path
+) -> None:
+    ns = unique_repo("plat1")
+    pusher = registry.pusher()
+    push_image(pusher, f"{ns}/amd", "v1", layers=[make_layer(161, 500)], platform=("linux", "amd64", None))
+    arm, _ = push_image(pusher, f"{ns}/arm", "v1", layers=[make_layer(162, 500)], platform=("linux", "arm64", "v8"))
+    push_index(pusher, f"{ns}/multi", "v1", [("linux", "amd64", None), ("linux", "arm64", "v8")], 500, seed=163)
+    target: RegistryServer = make_registry()
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", f"{target.host}/m",
+                                 "--platform", "linux/arm64")
+    assert code == 0, out
+    states = {i["source"].rsplit("/", 1)[1]: i for i in report["images"]}
+    assert states["amd:v1"]["state"] == "skipped" and "linux/amd64" in states["amd:v1"]["error"]
+    assert states["arm:v1"]["state"] == "copied" and states["multi:v1"]["state"] == "copied"
+    assert skopeo_digest(target.ref("m/arm", "v1")) == arm
+    assert target.pusher().request("GET", "/v2/m/amd/tags/list", repo="m/amd").status == 404
+    assert "1 skipped (platform)" in out

@@ -227,6 +227,8 @@ class Mirror:
                 if result.state == "failed":
                     changes.failed.append(Failed(item.source, item.target, result.error or "unknown error"))
                     return
+                if result.state == "skipped":  # a single-platform image of an unwanted platform
+                    return
                 ledger = ledgers.get(item.spec.label)
                 if ledger is not None and self.metadata is not None:
                     ledger.record(item.rel, item.tag, digest=result.digest, target_ref=item.target,

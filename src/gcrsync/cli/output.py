@@ -114,9 +114,11 @@ def print_summary(report: SyncReport) -> None:
     data = report.to_json()["totals"]
     counts = report.plan.counts()
     failed = len(report.outcome.failed)
+    skipped = sum(r.state == "skipped" for _, r in report.outcome.results)
     console.print(
-        f"synced {len(report.outcome.results) - failed} images ({human_bytes(data['bytes_copied'])}), "
-        f"{counts['unchanged']} unchanged, {failed + counts['error']} failed, {counts['removed']} removed upstream; "
+        f"synced {len(report.outcome.results) - failed - skipped} images ({human_bytes(data['bytes_copied'])}), "
+        f"{counts['unchanged']} unchanged, {failed + counts['error']} failed, {counts['removed']} removed upstream"
+        + (f", {skipped} skipped (platform)" if skipped else "") + "; "
         f"{report.requests} requests, {report.retries} retries, {report.duration:.1f}s"
         + (f"; metadata commit {report.commit[:12]}" if report.commit else "")
     )

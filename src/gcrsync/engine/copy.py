@@ -8,13 +8,14 @@ manifest is pushed, so a target never holds a manifest that points at bad or mis
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from gcrsync.engine.blobs import BlobMover
+from gcrsync.engine.blobs import BlobMover, verified
 from gcrsync.errors import GcrsyncError, ManifestError
-from gcrsync.oci import Manifest, Platform, filter_index
+from gcrsync.oci import IMAGE_TYPES, Manifest, Platform, filter_index
 from gcrsync.store import ImageStore
 
 log = logging.getLogger("gcrsync.copy")
@@ -29,7 +30,7 @@ class ImageResult:
     digest: str = ""  # digest now at the target tag
     source_digest: str = ""  # digest of the source tag (differs from digest only when platforms were filtered)
     media_type: str = ""
-    state: str = "copied"  # copied | unchanged | failed
+    state: str = "copied"  # copied | unchanged | skipped (platform not wanted) | failed
     blobs_copied: int = 0
     blobs_mounted: int = 0
     blobs_skipped: int = 0
@@ -64,6 +65,11 @@ async def copy_image(
     if options.platforms and root.is_index:
         root = filter_index(root, options.platforms)
         result.platforms = [str(p) for p in options.platforms]
+    elif options.platforms and root.media_type in IMAGE_TYPES:
+        platform = await image_platform(src, root)
+        if platform is not None and not any(p.matches(platform) for p in options.platforms):
+            wanted = ", ".join(str(p) for p in options.platforms)
+            raise PlatformMismatch(f"{result.source} is a single-platform {platform} image, not {wanted}")
     result.digest, result.media_type = root.digest, root.media_type
     if on_manifest:
         on_manifest(root)
@@ -76,6 +82,35 @@ async def copy_image(
     await dst.put_manifest(dst_ref, root)
     result.manifests_pushed += 1
     return result
+
+
+class PlatformMismatch(GcrsyncError):
+    """A single-platform image whose platform is not among the requested ones (skipped by a sync)."""
+
+
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+async def image_platform(src: ImageStore, manifest: Manifest) -> Platform | None:
+    """os/architecture[/variant] from an image's config blob; None for artifacts and unreadable configs."""
+    config = manifest.blobs[0] if manifest.blobs else None
+    if config is None or config.size > MAX_CONFIG_BYTES or not config.media_type.endswith(
+        ("container.image.v1+json", "image.config.v1+json")
+    ):
+        return None
+    data = bytearray()
+    async with src.open_blob(config) as chunks:
+        async for chunk in verified(chunks, config):
+            data += chunk
+    try:
+        doc = json.loads(bytes(data))
+        os_name, arch = doc["os"], doc["architecture"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(os_name, str) or not isinstance(arch, str):
+        return None
+    variant = doc.get("variant")
+    return Platform(os_name, arch, variant if isinstance(variant, str) else None)
 
 
 async def _copy_graph(

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gcrsync.engine.blobs import BlobMover
-from gcrsync.engine.copy import CopyOptions, ImageResult, copy_image, error_text
+from gcrsync.engine.copy import CopyOptions, ImageResult, PlatformMismatch, copy_image, error_text
 from gcrsync.engine.plan import PlanItem
 from gcrsync.store import ImageStore
 
@@ -60,6 +60,9 @@ async def execute(
                 result = await asyncio.wait_for(coro, image_deadline) if image_deadline else await coro
             except TimeoutError:
                 result = _failed(item, f"image not done within its {image_deadline:.0f}s deadline")
+            except PlatformMismatch as exc:  # not wanted, not a failure: reported as skipped
+                result = _failed(item, str(exc))
+                result.state = "skipped"
             except Exception as exc:  # includes ExceptionGroups from the graph copy
                 result = _failed(item, error_text(exc))
             if result.state == "failed":
