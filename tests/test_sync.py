@@ -349,3 +349,11 @@ def test_platform_subset_skips_single_platform_images_of_other_platforms(
     assert skopeo_digest(target.ref("m/arm", "v1")) == arm
     assert target.pusher().request("GET", "/v2/m/amd/tags/list", repo="m/amd").status == 404
     assert "1 skipped (platform)" in out
+    # The platform of that digest is remembered: the next run skips it without fetching anything.
+    registry.clear_requests()
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", f"{target.host}/m",
+                                 "--platform", "linux/arm64")
+    assert code == 0, out
+    assert {i["source"].rsplit("/", 1)[1]: i["state"] for i in report["images"]}["amd:v1"] == "skipped"
+    assert not [r for r in registry.requests() if r.method == "GET" and f"{ns}/amd/" in r.path
+                and ("/manifests/" in r.path or "/blobs/" in r.path)]

@@ -1,4 +1,5 @@
-"""Where blobs were last seen at each target registry, remembered across runs (a small SQLite file).
+"""Facts remembered across runs in a small SQLite file: where blobs were last seen at each target
+registry, and the platform of single-platform image manifests.
 
 Within a run the BlobMover knows which target repositories hold a blob; this extends that to the next
 process: `gcrsync copy` of the tenth image sharing a base layer mounts it from a repository an earlier
@@ -38,6 +39,9 @@ class BlobLocations:
                 db.execute("PRAGMA synchronous=OFF")  # a lost hint costs one copy, not correctness
                 db.execute("CREATE TABLE IF NOT EXISTS seen (registry TEXT, digest TEXT, repository TEXT, "
                            "PRIMARY KEY (registry, digest, repository))")
+                # A manifest digest's platform never changes (content addressing): remembered so a platform
+                # subset can skip single-platform images of other platforms without fetching them again.
+                db.execute("CREATE TABLE IF NOT EXISTS platforms (digest TEXT PRIMARY KEY, platform TEXT)")
                 self._db = db
             except (OSError, sqlite3.Error) as exc:  # a cache must never break a run
                 log.debug("blob location cache unavailable: %s", exc)
@@ -69,6 +73,22 @@ class BlobLocations:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("DELETE FROM seen WHERE registry=? AND digest=? AND repository=?",
                            (registry, digest, repository))
+
+    def platform(self, digest: str) -> str | None:
+        db = self._conn()
+        if db is None:
+            return None
+        try:
+            row = db.execute("SELECT platform FROM platforms WHERE digest=?", (digest,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return str(row[0]) if row else None
+
+    def set_platform(self, digest: str, platform: str) -> None:
+        db = self._conn()
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("INSERT OR REPLACE INTO platforms VALUES (?, ?)", (digest, platform))
 
     def close(self) -> None:
         if self._db is not None:

@@ -67,6 +67,8 @@ async def copy_image(
         result.platforms = [str(p) for p in options.platforms]
     elif options.platforms and root.media_type in IMAGE_TYPES:
         platform = await image_platform(src, root)
+        if platform is not None and mover.locations is not None:
+            mover.locations.set_platform(root.digest, str(platform))
         if platform is not None and not any(p.matches(platform) for p in options.platforms):
             wanted = ", ".join(str(p) for p in options.platforms)
             raise PlatformMismatch(f"{result.source} is a single-platform {platform} image, not {wanted}")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import CopyOptions, ImageResult, PlatformMismatch, copy_image, error_text
 from gcrsync.engine.plan import PlanItem
+from gcrsync.errors import GcrsyncError
+from gcrsync.oci import Platform
 from gcrsync.store import ImageStore
 
 log = logging.getLogger("gcrsync.run")
@@ -53,6 +55,14 @@ async def execute(
             if stop is not None and stop.is_set():
                 outcome.skipped.append(item)
                 return
+            known = _known_unwanted_platform(item, mover)
+            if known is not None:  # seen before: skipped without a single request
+                result = _failed(item, f"{item.source} is a single-platform {known} image")
+                result.state = "skipped"
+                outcome.results.append((item, result))
+                if on_result is not None:
+                    await on_result(item, result)
+                return
             # The plan already HEADed the target; only a platform subset (new digest computed here) needs a look.
             options = CopyOptions(platforms=item.spec.platforms, check_target=bool(item.spec.platforms))
             try:
@@ -76,6 +86,20 @@ async def execute(
     await asyncio.gather(*(one(i) for i in items))
     outcome.duration = time.monotonic() - started
     return outcome
+
+
+def _known_unwanted_platform(item: PlanItem, mover: BlobMover) -> str | None:
+    """The remembered platform of the source digest, if it is a single-platform image nobody asked for."""
+    if not item.spec.platforms or mover.locations is None or item.source_digest is None:
+        return None
+    known = mover.locations.platform(item.source_digest)
+    if known is None:
+        return None
+    try:
+        platform = Platform.parse(known)
+    except GcrsyncError:
+        return None
+    return None if any(p.matches(platform) for p in item.spec.platforms) else known
 
 
 def _failed(item: PlanItem, reason: str) -> ImageResult:
