@@ -383,3 +383,26 @@ def test_copy_platform_mismatch_on_a_single_platform_image(registry: RegistrySer
     code, out = run_cli("copy", f"{registry.host}/{repo}:v1", f"{registry2.host}/{repo}:v1", "--platform",
                         "linux/amd64")
     assert code == 0, out
+
+
+def test_copy_credentials_from_env_and_registry_policy_from_config(
+    auth_registry: RegistryServer, registry2: RegistryServer, tmp_path: Path
+) -> None:
+    repo = unique_repo("copy-env")
+    digest, _ = push_image(auth_registry.pusher(), repo, "v1", layers=[make_layer(181, 700)])
+    env = {"DOCKER_CONFIG": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "GCRSYNC_SRC_CREDS": f"{auth_registry.username}:{auth_registry.password}"}
+    args = ["copy", f"{auth_registry.host}/{repo}:v1", f"{registry2.host}/{repo}:v1"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert skopeo_digest(registry2.ref(repo, "v1")) == digest
+    assert (auth_registry.password or "?") not in result.output
+    # The config's registries section: credentials by env var name, and a per-host policy.
+    config = tmp_path / "c.yaml"
+    config.write_text(f"version: 1\nregistries:\n  '{auth_registry.host}':\n    username_env: U\n"
+                      f"    password_env: P\n    max_concurrency: 2\n")
+    result = CliRunner().invoke(main, [*args[:2], f"{registry2.host}/{repo}-cfg:v1", "-c", str(config)],
+                                env={**env, "GCRSYNC_SRC_CREDS": "", "U": auth_registry.username or "",
+                                     "P": auth_registry.password or ""})
+    assert result.exit_code == 0, result.output
+    assert skopeo_digest(registry2.ref(f"{repo}-cfg", "v1")) == digest

@@ -25,12 +25,13 @@ from tools.imagefactory import ACCEPT_ALL, derive_seed, make_layer, push_image
 
 from faultproxy import FaultProxy
 from gcrsync.cli import main
-from gcrsync.cli.common import registry_client
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.ledger import LedgerStore, MetadataRepo
 from gcrsync.ledger.changelog import short_digest
 from gcrsync.mirror import Mirror, SyncOptions, SyncReport
-from gcrsync.registry.transport import TransportOptions
+from gcrsync.registry.client import RegistryClient
+from gcrsync.registry.credentials import CredentialStore
+from gcrsync.registry.transport import Transport, TransportOptions
 from harness import RegistryServer, skopeo_copy_all, skopeo_digest, unique_repo
 from test_git_metadata import _GitHTTP, commits, git, show
 
@@ -500,7 +501,8 @@ def test_legacy_ledger_migrated_by_a_sync(registry: RegistryServer, registry2: R
     spec = SourceSpec(registry=registry.host, namespace=ns, target_prefix=f"{registry2.host}/{dest}")
 
     async def mirror() -> SyncReport:
-        async with registry_client(TransportOptions()) as client:
+        async with Transport(TransportOptions()) as transport:
+            client = RegistryClient(transport, CredentialStore(use_docker_config=False))
             return await Mirror(client, [spec], SyncOptions(jobs=2), repo).run()
 
     try:

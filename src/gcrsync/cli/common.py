@@ -89,18 +89,6 @@ def one_line(text: str) -> str:
     return " ".join(text.split())[:1000]
 
 
-def transport_options(timeout: float, proxy: str | None) -> TransportOptions:
-    return TransportOptions(connect_timeout=timeout, read_timeout=max(timeout * 6, 60.0), proxy=proxy)
-
-
-@asynccontextmanager
-async def registry_client(
-    options: TransportOptions, credentials: CredentialStore | None = None
-) -> AsyncIterator[RegistryClient]:
-    async with Transport(options) as transport:
-        yield RegistryClient(transport, credentials or CredentialStore())
-
-
 @asynccontextmanager
 async def registry_client_for(
     config: Config, options: TransportOptions, credentials: CredentialStore

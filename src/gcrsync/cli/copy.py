@@ -6,7 +6,9 @@ import logging
 
 import click
 
-from gcrsync.cli.common import ByteProgress, registry_client, run_async, stdout_line, transport_options
+from gcrsync.cli.common import ByteProgress, registry_client_for, run_async, stdout_line
+from gcrsync.cli.settings import credential_store, load, parse_creds
+from gcrsync.cli.settings import transport_options as settings_transport
 from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import CopyOptions, copy_image, first_error
@@ -14,6 +16,7 @@ from gcrsync.engine.endpoints import open_store, ref_of
 from gcrsync.errors import GcrsyncError
 from gcrsync.oci import Platform
 from gcrsync.reference import Reference, parse_location
+from gcrsync.registry.credentials import Credential
 
 log = logging.getLogger("gcrsync")
 
@@ -24,13 +27,19 @@ log = logging.getLogger("gcrsync")
 @click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
               help="Copy only these platforms of a multi-arch image (repeatable); the index is rewritten.")
 @click.option("-j", "--jobs", default=4, show_default=True, help="Blobs transferred at once.")
-@click.option("--timeout", default=10.0, show_default=True, help="Connect timeout in seconds (idle read: 6x).")
+@click.option("--timeout", type=float, help="Connect timeout in seconds (idle read: 6x). Default 10.")
 @click.option("--proxy", default=None, help="HTTP(S) proxy URL for registry traffic.")
 @click.option("--force", is_flag=True, help="Push even if the destination already has this digest.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config: its `registries:` section (credentials, insecure, rate limits) applies.")
+@click.option("--src-creds", envvar="GCRSYNC_SRC_CREDS", help="USER:PASSWORD for the source registry "
+              "(prefer the GCRSYNC_SRC_CREDS env var: arguments are visible to other processes).")
+@click.option("--dest-creds", envvar="GCRSYNC_DEST_CREDS", help="USER:PASSWORD for the destination registry "
+              "(prefer GCRSYNC_DEST_CREDS).")
 @run_async
 async def copy_command(
-    source: str, destination: str, platforms: tuple[str, ...], jobs: int, timeout: float, proxy: str | None,
-    force: bool,
+    source: str, destination: str, platforms: tuple[str, ...], jobs: int, timeout: float | None,
+    proxy: str | None, force: bool, config_path: str | None, src_creds: str | None, dest_creds: str | None,
 ) -> None:
     """Copy one image from SOURCE to DESTINATION.
 
@@ -51,7 +60,15 @@ async def copy_command(
     else:
         dst_ref = ref_of(dst_loc, default_tag)
     wanted = [Platform.parse(p) for p in platforms]
-    async with registry_client(transport_options(timeout, proxy)) as client:
+    config = load(config_path)
+    overrides: dict[str, Credential] = {}
+    for loc, text, what in ((src_loc, src_creds, "--src-creds"), (dst_loc, dest_creds, "--dest-creds")):
+        cred = parse_creds(text, what)
+        if cred is not None and isinstance(loc, Reference):
+            overrides[loc.registry] = cred
+    credentials = credential_store(config, overrides=overrides)
+    async with registry_client_for(config, settings_transport(config, timeout=timeout, proxy=proxy),
+                                   credentials) as client:
         src = open_store(client, src_loc, create=False)
         dst = open_store(client, dst_loc, create=True)
         with ByteProgress(f"{source} → {destination}") as progress:

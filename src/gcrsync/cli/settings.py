@@ -103,8 +103,11 @@ def _normalise_target(target: str) -> str:
 
 
 def credential_store(config: Config, *, src_creds: str | None = None, dest_creds: str | None = None,
-                     sources: list[SourceSpec] | None = None) -> CredentialStore:
-    overrides: dict[str, Credential] = {}
+                     sources: list[SourceSpec] | None = None,
+                     overrides: dict[str, Credential] | None = None) -> CredentialStore:
+    """Per host: command-line credentials, then the config's `registries:`, then the Docker config."""
+    given = dict(overrides or {})
+    overrides = {}
     env: dict[str, tuple[str, str]] = {}
     for host, reg in config.registries.items():
         cred = _registry_credential(host, reg)
@@ -117,6 +120,7 @@ def credential_store(config: Config, *, src_creds: str | None = None, dest_creds
         dst = parse_creds(dest_creds, "--dest-creds")
         if dst is not None and not spec.target_prefix.startswith("oci:"):
             overrides[spec.target_prefix.split("/", 1)[0]] = dst
+    overrides.update(given)
     return CredentialStore(overrides, env)
 
 
