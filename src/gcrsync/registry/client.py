@@ -31,6 +31,7 @@ log = logging.getLogger("gcrsync.registry")
 
 MAX_JSON_BYTES = 32 * 1024 * 1024  # listings of big namespaces are large, but not unbounded
 MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CHUNK = 1024 * 1024
 MAX_RESUMES = 5
 
@@ -85,6 +86,27 @@ class RegistryClient:
                 return
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @asynccontextmanager
+    async def open(
+        self, method: str, url: URL, *, scopes: Iterable[str], headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET/HEAD that follows redirects (registry.k8s.io → Artifact Registry, blobs → CDNs).
+
+        Every hop authenticates on its own host's terms: the first host's token is never sent elsewhere; a
+        host that challenges (Artifact Registry) gets its own token for the scope its challenge names.
+        """
+        origin = url.origin()
+        wanted = list(scopes)
+        for _hop in range(MAX_REDIRECTS + 1):
+            hop_scopes = wanted if url.origin() == origin else []
+            async with self.send(method, url, scopes=hop_scopes, headers=headers) as resp:
+                location = resp.headers.get("Location") if resp.status in REDIRECT_STATUSES else None
+                if location is None:
+                    yield resp
+                    return
+            url = url.join(URL(location, encoded=True))
+        raise RegistryError(f"{method} {redact_url(url)}: too many redirects")
+
     async def ensure_auth(self, host: str, scopes: Iterable[str]) -> None:
         """Learn a host's challenge before a non-replayable (streamed) request needs it."""
         if self.auth.known_challenge(host):
@@ -107,7 +129,7 @@ class RegistryClient:
         attempts = max(1, self.transport.options.max_attempts)
         for attempt in range(attempts):
             try:
-                async with self.send("GET", url, scopes=scopes, headers=headers) as resp:
+                async with self.open("GET", url, scopes=scopes, headers=headers) as resp:
                     body = await _read_limited(resp, limit, what)
                     return resp.status, resp.headers, body
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
@@ -191,7 +213,7 @@ class Repository(BlobUploads):
         return manifest
 
     async def head_manifest(self, ref: str) -> Descriptor | None:
-        async with self.client.send(
+        async with self.client.open(
             "HEAD", self._manifest_url(ref), scopes=self._pull, headers={"Accept": ACCEPT_MANIFESTS}
         ) as resp:
             if resp.status == 404:
@@ -237,7 +259,7 @@ class Repository(BlobUploads):
         async with self.client.send("HEAD", self.url / "blobs" / digest, scopes=self._pull) as resp:
             if resp.status == 404:
                 return None
-            if resp.status in (301, 302, 303, 307, 308):
+            if resp.status in REDIRECT_STATUSES:
                 return -1  # present, served from elsewhere
             if resp.status != 200:
                 raise registry_error(f"HEAD blob {self.name}@{digest[:19]}", resp.status, b"")
@@ -291,32 +313,13 @@ class Repository(BlobUploads):
     async def _blob_response(
         self, desc: Descriptor, extra: Mapping[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET a blob, following redirects (CDNs, S3). The first hop carries registry auth; a redirect keeps
-        the Authorization header only while it stays on the registry's own origin, never elsewhere."""
-        url = self.url / "blobs" / desc.digest
+        """GET a blob, following redirects (CDNs, S3) without ever sending this registry's token elsewhere."""
         what = f"blob {self.name}@{desc.digest[:19]}"
-        auth: str | None = None
-        for hop in range(MAX_REDIRECTS + 1):
-            if hop == 0:
-                ctx = self.client.send("GET", url, scopes=self._pull, headers=extra)
-            else:
-                headers = dict(extra)
-                if auth and url.origin() == self.url.origin():
-                    headers["Authorization"] = auth
-                ctx = self.client.transport.request("GET", url, headers=headers)
-            async with ctx as resp:
-                if resp.status in (200, 206):
-                    yield resp
-                    return
-                if resp.status not in (301, 302, 303, 307, 308):
-                    raise registry_error(what, resp.status, await resp.read())
-                location = resp.headers.get("Location")
-                if hop == 0:
-                    auth = resp.request_info.headers.get("Authorization")
-            if location is None:
-                raise RegistryError(f"{what}: redirect without a Location")
-            url = url.join(URL(location, encoded=True))
-        raise RegistryError(f"{what}: too many redirects")
+        async with self.client.open("GET", self.url / "blobs" / desc.digest, scopes=self._pull,
+                                    headers=extra) as resp:
+            if resp.status not in (200, 206):
+                raise registry_error(what, resp.status, await resp.read())
+            yield resp
 
     # -- tags -------------------------------------------------------------------------------------
     async def list_tags(self) -> list[str]:
