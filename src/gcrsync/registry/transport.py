@@ -257,8 +257,6 @@ class Transport:
                 await gate.semaphore.acquire()
             try:
                 self.stats.requests[f"{method} {host}"] += 1
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s %s", method, redact_url(target))
                 try:
                     resp = await self.session.request(
                         method,
@@ -275,6 +273,8 @@ class Transport:
                         raise RegistryError(f"{method} {redact_url(target)}: {_describe(exc)}") from None
                     delay = self._backoff(attempt)
                 else:
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("%s %s → %d", method, redact_url(target), resp.status)
                     self._note_rate_limit(host, resp.headers)
                     if resp.status not in RETRY_STATUSES or resp.status in ok or last:
                         try:
