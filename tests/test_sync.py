@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +359,17 @@ def test_platform_subset_skips_single_platform_images_of_other_platforms(
     assert {i["source"].rsplit("/", 1)[1]: i["state"] for i in report["images"]}["amd:v1"] == "skipped"
     assert not [r for r in registry.requests() if r.method == "GET" and f"{ns}/amd/" in r.path
                 and ("/manifests/" in r.path or "/blobs/" in r.path)]
+
+
+def test_json_log_lines(registry: RegistryServer, registry2: RegistryServer, tmp_path: Path) -> None:
+    ns = unique_repo("jsonlog")
+    push_image(registry.pusher(), f"{ns}/app", "v1", layers=[make_layer(201, 500)])
+    env = {"DOCKER_CONFIG": str(tmp_path / "d"), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    proc = subprocess.run([sys.executable, "-m", "gcrsync", "--log-format", "json", "sync", f"{registry.host}/{ns}",
+                           "--dest", f"{registry2.host}/{ns}-m"], capture_output=True, text=True,
+                          env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["message"].startswith("copied ") for r in records)

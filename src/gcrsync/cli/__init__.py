@@ -39,8 +39,10 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="gcrsync")
 @click.option("--debug", is_flag=True, help="Log every request (credentials are always redacted).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-def main(debug: bool, quiet: bool) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per log line on stderr (for log collectors).")
+def main(debug: bool, quiet: bool, log_format: str) -> None:
     """Mirror whole namespaces of container images between registries, with a git ledger."""
     from gcrsync.cli.common import setup_logging
 
-    setup_logging(debug=debug, quiet=quiet)
+    setup_logging(debug=debug, quiet=quiet, json_lines=log_format == "json")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -49,16 +51,28 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors of unattended runs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        return json.dumps({"time": when, "level": record.levelname.lower(), "logger": record.name,
+                           "message": record.getMessage()}, ensure_ascii=False)
+
+
+def setup_logging(*, debug: bool = False, quiet: bool = False, json_lines: bool = False) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     root = logging.getLogger("gcrsync")
     for old in list(root.handlers):
         if getattr(old, "gcrsync_cli", False):
             root.removeHandler(old)
-    if stderr.is_terminal:
+    if json_lines:
+        handler: logging.Handler = _CurrentStderr()
+        handler.setFormatter(JsonFormatter())
+    elif stderr.is_terminal:
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(console=stderr, show_path=False, markup=False)
+        handler = RichHandler(console=stderr, show_path=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = _CurrentStderr()

@@ -1,0 +1,5 @@
+"""`python -m gcrsync` is the `gcrsync` command."""
+
+from gcrsync.cli import main
+
+main()
