@@ -36,3 +36,14 @@ def test_every_command_is_documented_in_readme_with_working_help() -> None:
         assert f"gcrsync {name}" in readme, name
         result = CliRunner().invoke(main, [name, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, name
+
+
+def test_public_api_is_re_exported_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, gcrsync; assert 'gcrsync.engine.copy' not in sys.modules; "
+            "from gcrsync import copy_image, Mirror, RegistryClient, parse_reference; "
+            "[getattr(gcrsync, n) for n in gcrsync.__all__]; print(parse_reference('nginx'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "docker.io/library/nginx"
