@@ -406,3 +406,15 @@ def test_copy_credentials_from_env_and_registry_policy_from_config(
                                      "P": auth_registry.password or ""})
     assert result.exit_code == 0, result.output
     assert skopeo_digest(registry2.ref(f"{repo}-cfg", "v1")) == digest
+
+
+async def test_ping_checks_reachability_and_credentials(
+    registry: RegistryServer, auth_registry: RegistryServer, token_registry: RegistryServer, client_factory: object
+) -> None:
+    good = client_factory(creds_for(auth_registry, token_registry))  # type: ignore[operator]
+    for server in (registry, auth_registry, token_registry):
+        await good.ping(server.host)
+    bad = client_factory(creds_for(auth_registry, token_registry, password="wrong"))  # type: ignore[operator]
+    for server in (auth_registry, token_registry):
+        with pytest.raises(AuthError):
+            await bad.ping(server.host)

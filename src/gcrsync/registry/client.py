@@ -107,15 +107,20 @@ class RegistryClient:
             url = url.join(URL(location, encoded=True))
         raise RegistryError(f"{method} {redact_url(url)}: too many redirects")
 
-    async def ensure_auth(self, host: str, scopes: Iterable[str]) -> None:
-        """Learn a host's challenge before a non-replayable (streamed) request needs it."""
-        if self.auth.known_challenge(host):
-            return
-        async with self.send("GET", self.base(host) / "v2" / "", scopes=scopes) as resp:
-            if resp.status == 401:
-                raise AuthError(f"{host}: authentication failed", status=401)
+    async def ping(self, host: str) -> None:
+        """`GET /v2/` with whatever authentication the host asks for: a clear error if the registry is
+        unreachable, not an OCI registry, or refuses the configured credentials.
+
+        Runs do not need it: they learn each host's challenge from its first 401, which saves a request.
+        """
+        async with self.send("GET", self.base(host) / "v2" / "") as resp:
+            if resp.status in (401, 403):
+                raise AuthError(f"{host}: authentication failed (HTTP {resp.status})", status=resp.status)
+            if resp.status != 200:
+                raise RegistryError(f"{host} does not answer as an OCI registry (GET /v2/: HTTP {resp.status})",
+                                    status=resp.status)
         if not self.auth.known_challenge(host):
-            self.auth.learn(host, None)  # answered without a challenge: anonymous, don't ping again
+            self.auth.learn(host, None)  # answered without a challenge: anonymous
 
     async def fetch(
         self, url: URL, *, scopes: Iterable[str], headers: Mapping[str, str], limit: int, what: str
