@@ -1,15 +1,17 @@
-"""The one interface the copy engine needs from a place that holds images.
+"""The interface the copy engine needs from a place that holds images, and what some places can do more.
 
 A registry repository (gcrsync.registry.Repository) and an OCI image layout (gcrsync.layout.LayoutRepository)
-both implement it, so the engine copies registry→registry, registry→layout and layout→registry alike
-(regclient's "schemes" idea).
+both implement `ImageStore`, so the engine copies registry→registry, registry→layout and layout→registry
+alike (regclient's "schemes" idea). What only some places can do is an optional capability protocol
+below; the engine and the sync ask `isinstance(store, Capability)` and never for a concrete class, so a new
+kind of place only has to implement the protocols it supports.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gcrsync.oci import Descriptor, Manifest
 
@@ -55,6 +57,52 @@ class ImageStore(Protocol):
         """Make a blob known to be in `source` appear here without transfer; False if not possible."""
         ...
 
+
+# -- optional capabilities ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ListsTags(Protocol):
+    """A place that can enumerate its tags."""
+
     async def list_tags(self) -> list[str]:
         """Every tag of the repository ([] if the repository does not exist)."""
+        ...
+
+
+@runtime_checkable
+class OpensSiblings(Protocol):
+    """A place that can open the other repositories of its domain by name (one registry host), so blobs
+    remembered in a sibling by an earlier run can be mounted from it."""
+
+    @property
+    def repository(self) -> str:
+        """This repository's path within its domain, e.g. 'team/app'."""
+        ...
+
+    def sibling(self, repository: str) -> ImageStore:
+        """Another repository of the same domain."""
+        ...
+
+
+@runtime_checkable
+class RemovesTags(Protocol):
+    """A place where a mirrored tag can be taken away again (prune)."""
+
+    async def remove_tag(self, tag: str, digest: str) -> bool:
+        """Remove `tag`, expected to point at `digest`, and whatever only it kept alive.
+
+        A registry deletes the manifest by digest (every tag on it goes too: callers check that no other
+        mirrored tag uses it); a layout drops the index entry and the blobs nothing references any more.
+        False when it was not there. Raises GcrsyncError when the place refuses.
+        """
+        ...
+
+
+@runtime_checkable
+class CountsRequests(Protocol):
+    """A place reached over the network, whose requests and retries are counted for the report."""
+
+    def note_retry(self, reason: str) -> None:
+        """Count a retry the engine made above the transport (e.g. a restarted streamed upload)."""
         ...

@@ -197,6 +197,20 @@ class Repository(BlobUploads):
     def domain(self) -> str:
         return self.host
 
+    # -- optional capabilities (gcrsync.store) ----------------------------------------------------
+    def sibling(self, repository: str) -> Repository:
+        """OpensSiblings: another repository on the same registry."""
+        return self.client.repository(self.host, repository)
+
+    async def remove_tag(self, tag: str, digest: str) -> bool:
+        """RemovesTags: a registry deletes manifests, not tags; every tag on `digest` goes with it."""
+        return await self.delete_manifest(digest)
+
+    def note_retry(self, reason: str) -> None:
+        """CountsRequests: a retry made above the transport, counted with the run's others."""
+        self.client.transport.stats.retries += 1
+        self.client.transport.stats.retry_reasons[reason] += 1
+
     def _manifest_url(self, ref: str) -> URL:
         return self.url / "manifests" / ref
 
