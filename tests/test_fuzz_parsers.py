@@ -56,8 +56,10 @@ from gcrsync.oci import (
 from gcrsync.reference import parse_location, parse_reference, split_namespace, validate_repository
 from gcrsync.registry import listing_parsers as lp
 from gcrsync.registry.auth import _parse_token, parse_challenges
-from gcrsync.registry.client import next_link, registry_error
-from gcrsync.registry.transport import parse_rate_limit, parse_retry_after
+from gcrsync.registry.errors import registry_error
+from gcrsync.registry.hostlimits import parse_rate_limit
+from gcrsync.registry.listing_parsers import next_link
+from gcrsync.registry.retry import parse_retry_after
 
 T = TypeVar("T")
 # GCRSYNC_FUZZ_EXAMPLES=2000 fuzzes much longer (when hunting bugs); the default keeps the file at ~15 s.
@@ -463,21 +465,21 @@ LINK_TARGETS = st.text(max_size=30) | st.sampled_from([
 @example(link='<http://[::1>; rel="next"')
 @example(link='<mailto:x>; rel="next"')
 def test_client_next_link(link: str) -> None:
-    nxt = outcome(RegistryError, next_link, CURRENT, {"Link": link})
+    nxt = outcome(RegistryError, next_link, str(CURRENT), {"Link": link})
     if nxt is not None:
-        assert nxt.origin() == CURRENT.origin()
+        assert URL(nxt).origin() == CURRENT.origin()
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/v2/x", "//evil.example/v2/x", "http://registry.example/v2/x",
                                     "https://registry.example:444/v2/x", "http://[::1", "mailto:x", "//h:99999/x"])
 def test_client_next_link_refuses_other_hosts_and_junk(target: str) -> None:
-    rejects(RegistryError, next_link, CURRENT, {"Link": f'<{target}>; rel="next"'})
+    rejects(RegistryError, next_link, str(CURRENT), {"Link": f'<{target}>; rel="next"'})
 
 
 def test_client_next_link_follows_same_host() -> None:
     link = '</v2/team/app/tags/list?last=b&n=100>; rel="next"'
-    assert next_link(CURRENT, {"Link": link}) == URL("https://registry.example/v2/team/app/tags/list?last=b&n=100")
-    assert next_link(CURRENT, {"Link": '</x>; rel="prev"'}) is None and next_link(CURRENT, {}) is None
+    assert next_link(str(CURRENT), {"Link": link}) == "https://registry.example/v2/team/app/tags/list?last=b&n=100"
+    assert next_link(str(CURRENT), {"Link": '</x>; rel="prev"'}) is None and next_link(str(CURRENT), {}) is None
 
 
 @FUZZ
@@ -756,7 +758,7 @@ PATHOLOGICAL = [
     pytest.param(ManifestError, Platform.parse, "linux/amd64/v8/" + HUGE, id="platform-huge"),
     pytest.param(AuthError, parse_challenges, "Bearer " + "realm=x " * 20_000, id="challenge-long"),
     pytest.param(AuthError, _parse_token, "registry.example", DEEP_JSON, id="token-deep"),
-    pytest.param(RegistryError, next_link, CURRENT, {"Link": "<https://" + "e" * 2000 + '.example/>; rel="next"'},
+    pytest.param(RegistryError, next_link, str(CURRENT), {"Link": "<https://" + "e" * 2000 + '.example/>; rel="next"'},
                  id="link-huge-host"),
     pytest.param(InvalidReference, parse_reference, "docker.io/" + "a" * 100_000, id="reference-huge"),
     pytest.param(InvalidReference, split_namespace, "gcr.io/" + "\u2028" * 1000, id="namespace-wide"),

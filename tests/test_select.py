@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gcrsync.engine.select import TagPolicy, is_digest_tag, parse_tag_version, select_tags
 from gcrsync.errors import ConfigError
-from gcrsync.registry.discovery import TagInfo
+from gcrsync.types import TagInfo
 
 HEX = "0123456789abcdef" * 4
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -13,9 +13,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from yarl import URL
 
 from gcrsync.errors import GcrsyncError, RegistryError
+from gcrsync.registry.request import Request
 from gcrsync.registry.transport import HostPolicy, Transport, TransportOptions, redact_url
+from gcrsync.registry.wire import Wire
 
 
 @pytest.mark.parametrize(("host", "scheme"), [
@@ -38,7 +41,7 @@ def test_plain_http_and_https_can_be_configured_per_host() -> None:
 async def test_plain_http_to_a_remote_host_is_refused_before_connecting() -> None:
     async with Transport() as transport:
         with pytest.raises(GcrsyncError, match="refusing plain HTTP"):
-            async with transport.request("GET", "http://registry.example.com/v2/"):
+            async with transport.send(Request("GET", URL("http://registry.example.com/v2/"))):
                 pass
         assert transport.stats.total_requests == 0
 
@@ -82,14 +85,15 @@ async def test_tls_verification_is_on_by_default(tls_server: str) -> None:
     async with Transport(options) as transport:
         assert transport.scheme_for(tls_server) == "https"
         with pytest.raises(RegistryError, match="TLS certificate verification failed"):
-            async with transport.request("GET", f"https://{tls_server}/v2/"):
+            async with transport.send(Request("GET", URL(f"https://{tls_server}/v2/"))):
                 pass
 
 
 async def test_insecure_skips_verification_for_that_host_only(tls_server: str) -> None:
     options = TransportOptions(max_attempts=1,
                                host_policies={tls_server: HostPolicy(plain_http=False, insecure=True)})
-    async with Transport(options) as transport, transport.request("GET", f"https://{tls_server}/v2/") as resp:
+    request = Request("GET", URL(f"https://{tls_server}/v2/"))
+    async with Transport(options) as transport, transport.send(request) as resp:
         assert resp.status == 200
 
 
@@ -100,15 +104,13 @@ def test_redact_url_strips_userinfo_and_signed_parameters() -> None:
 
 
 def test_proxy_from_environment_with_no_proxy_and_never_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    from yarl import URL
-
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "registry.internal,.corp.example")
-    transport = Transport()
-    assert transport._proxy_for(URL("https://gcr.io/v2/")) == "http://proxy.internal:3128"
-    assert transport._proxy_for(URL("https://registry.internal/v2/")) is None
-    assert transport._proxy_for(URL("https://mirror.corp.example/v2/")) is None
-    assert transport._proxy_for(URL("http://127.0.0.1:5000/v2/")) is None
-    explicit = Transport(TransportOptions(proxy="http://other:8080"))
-    assert explicit._proxy_for(URL("https://registry.internal/v2/")) == "http://other:8080"
-    assert explicit._proxy_for(URL("http://localhost:5000/v2/")) is None
+    transport = Wire(TransportOptions())
+    assert transport.proxy_for(URL("https://gcr.io/v2/")) == "http://proxy.internal:3128"
+    assert transport.proxy_for(URL("https://registry.internal/v2/")) is None
+    assert transport.proxy_for(URL("https://mirror.corp.example/v2/")) is None
+    assert transport.proxy_for(URL("http://127.0.0.1:5000/v2/")) is None
+    explicit = Wire(TransportOptions(proxy="http://other:8080"))
+    assert explicit.proxy_for(URL("https://registry.internal/v2/")) == "http://other:8080"
+    assert explicit.proxy_for(URL("http://localhost:5000/v2/")) is None

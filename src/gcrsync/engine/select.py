@@ -18,7 +18,7 @@ from typing import Any
 import nodesemver  # type: ignore[import-untyped]
 
 from gcrsync.errors import ConfigError
-from gcrsync.registry.discovery import TagInfo
+from gcrsync.types import TagInfo
 
 __all__ = ["TagPolicy", "is_digest_tag", "parse_tag_version", "select_tags"]
 

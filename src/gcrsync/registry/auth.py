@@ -1,4 +1,5 @@
-"""Registry authentication: WWW-Authenticate challenges, Basic auth and cached Bearer tokens.
+"""Registry authentication: WWW-Authenticate challenges, Basic auth and cached Bearer tokens, and the
+`Authenticating` layer of the transport stack that applies them to every request.
 
 Tokens are cached per (registry, scope set) until shortly before they expire, so a run makes a handful of
 token requests instead of one per blob (ocync measured 272 → 5 on Docker Hub by doing this).
@@ -12,19 +13,21 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
 
 from yarl import URL
 
 from gcrsync.errors import AuthError, RegistryError
 from gcrsync.registry.credentials import Credential, CredentialStore
-from gcrsync.registry.transport import Transport, redact_url
+from gcrsync.registry.request import Request, Response, Sender, redact_url
 
 log = logging.getLogger("gcrsync.auth")
 
 _TOKEN_PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*(?:,|$)')
 _EARLY_REFRESH = 10.0  # seconds before expiry at which a cached token is renewed
+MAX_TOKEN_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,8 @@ class _Token:
 class Authenticator:
     """Holds the auth state of every registry host the run talks to."""
 
-    def __init__(self, transport: Transport, credentials: CredentialStore) -> None:
-        self.transport = transport
+    def __init__(self, sender: Sender, credentials: CredentialStore) -> None:
+        self.sender = sender  # the stack below auth (retries, limits): token requests are plain requests
         self.credentials = credentials
         self._challenge: dict[str, Challenge | None] = {}
         self._tokens: dict[tuple[str, frozenset[str]], _Token] = {}
@@ -154,7 +157,7 @@ class Authenticator:
                 form["scope"] = " ".join(sorted(scopes))
             body = "&".join(f"{k}={_quote(v)}" for k, v in form.items()).encode()
             headers = {"Content-Type": "application/x-www-form-urlencoded"}
-            ctx = self.transport.request("POST", realm_url, headers=headers, data=body)
+            request = Request("POST", realm_url, headers=headers, body=body)
         else:
             query: list[tuple[str, str]] = []
             if service:
@@ -165,9 +168,9 @@ class Authenticator:
                 return _Token(cred.registry_token, time.monotonic() + 3600)
             if cred is not None and cred.username is not None:
                 headers["Authorization"] = basic_header(cred)
-            ctx = self.transport.request("GET", realm_url.update_query(query), headers=headers)
-        async with ctx as resp:
-            body_bytes = await resp.read()
+            request = Request("GET", realm_url.update_query(query), headers=headers)
+        async with self.sender.send(request) as resp:
+            body_bytes = await resp.read(MAX_TOKEN_BYTES)
             if resp.status in (401, 403):
                 who = "anonymous access" if cred is None else "the configured credentials"
                 raise AuthError(
@@ -176,6 +179,39 @@ class Authenticator:
             if resp.status != 200:
                 raise RegistryError(f"token request for {host} failed with HTTP {resp.status}", status=resp.status)
         return _parse_token(host, body_bytes)
+
+
+class Authenticating:
+    """Adds the host's Authorization to each request; a 401 teaches the host's challenge (and any scope
+    it names) and the request is sent once more with a fresh credential, when its body can be replayed."""
+
+    def __init__(self, inner: Sender, authenticator: Authenticator) -> None:
+        self.inner = inner
+        self.auth = authenticator
+
+    @asynccontextmanager
+    async def send(self, request: Request) -> AsyncIterator[Response]:
+        host = request.host
+        wanted = set(request.scopes)
+        async with AsyncExitStack() as stack:
+            for attempt in range(2):
+                headers = await self.auth.headers(host, wanted, fresh=attempt > 0)
+                resp = await stack.enter_async_context(self.inner.send(request.with_headers(headers)))
+                if resp.status == 401 and attempt == 0 and request.replayable:
+                    challenge = self.auth.learn(host, resp.headers.get("WWW-Authenticate"))
+                    if challenge is not None:
+                        if "scope" in challenge.params:
+                            wanted.update(challenge.params["scope"].split(" "))
+                        await stack.aclose()
+                        continue
+                break
+            yield resp
+
+
+def without_authorization(request: Request) -> Request:
+    """The request minus any Authorization header (for a hop to another host)."""
+    kept = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+    return replace(request, headers=kept)
 
 
 def _parse_token(host: str, body: bytes) -> _Token:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -22,7 +21,6 @@ from gcrsync.errors import ConfigError, InvalidReference, NotFound
 from gcrsync.reference import validate_registry
 from gcrsync.registry.listing_parsers import (
     DiscoveryError,
-    TagInfo,
     check_repository,
     fail,
     is_valid_component,
@@ -35,6 +33,7 @@ from gcrsync.registry.listing_parsers import (
     parse_quay_tags,
     parse_tags_list,
 )
+from gcrsync.types import DiscoveredRepo, TagInfo
 
 __all__ = [
     "DiscoveredRepo",
@@ -60,12 +59,6 @@ class JsonFetcher(Protocol):
         JSON body and the response headers (case-insensitive mapping). Raises gcrsync.errors.RegistryError
         (subclasses NotFound/AuthError) on HTTP errors after retries."""
         ...
-
-
-@dataclass
-class DiscoveredRepo:
-    repository: str  # full path on the registry, e.g. "google-containers/pause"
-    tags: dict[str, TagInfo]
 
 
 def default_method(host: str) -> str:

@@ -18,20 +18,11 @@ from urllib.parse import urljoin, urlsplit
 from gcrsync.errors import InvalidReference, ManifestError, RegistryError
 from gcrsync.oci import validate_digest
 from gcrsync.reference import validate_repository, validate_tag
+from gcrsync.types import TagInfo
 
 
 class DiscoveryError(RegistryError):
     """A listing response is malformed, inconsistent or points somewhere it must not."""
-
-
-@dataclass
-class TagInfo:
-    """What a listing API told us about one tag; every field is optional because plain tags/list has none."""
-
-    digest: str | None = None
-    media_type: str | None = None
-    pushed_at: datetime | None = None
-    size: int | None = None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

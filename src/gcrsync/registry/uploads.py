@@ -1,29 +1,31 @@
-"""Blob uploads and cross-repository mounts for a Repository (split out of client.py to keep it small).
+"""Blob uploads and cross-repository mounts for a Repository (split out to keep repository.py small).
 
 An upload is POST (opens a session) then one streamed PUT with the digest: two requests per blob, the
-body never buffered. Registries configured `chunked_upload` get PATCH chunks instead.
+body never buffered. Registries configured `chunked_upload` (or that refused one big PUT with 413) get
+PATCH chunks instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
 from gcrsync.errors import RegistryError
 from gcrsync.oci import Descriptor
 from gcrsync.registry.auth import pull_scope, push_scope
+from gcrsync.registry.connection import Connection
 from gcrsync.registry.errors import registry_error
+from gcrsync.registry.request import Request
+from gcrsync.store import ImageStore
 
-if TYPE_CHECKING:
-    from gcrsync.registry.client import RegistryClient
+MAX_ERROR_BODY = 65536
 
 
 class BlobUploads:
     """Mixed into Repository, which provides these attributes."""
 
-    client: RegistryClient
+    client: Connection
     host: str
     repository: str
     url: URL
@@ -32,15 +34,16 @@ class BlobUploads:
     def name(self) -> str:
         return f"{self.host}/{self.repository}"
 
-    async def _start_upload(self, query: Mapping[str, str], scopes: list[str]) -> tuple[int, URL | None, bytes]:
+    async def _start_upload(self, query: Mapping[str, str], scopes: frozenset[str]) -> tuple[int, URL | None, bytes]:
         url = (self.url / "blobs" / "uploads" / "").with_query(query)
-        async with self.client.send("POST", url, scopes=scopes, headers={"Content-Length": "0"}, data=b"") as r:
-            body = await r.read()
+        request = Request("POST", url, headers={"Content-Length": "0"}, body=b"", scopes=scopes)
+        async with self.client.send(request) as r:
+            body = await r.read(MAX_ERROR_BODY)
             loc = r.headers.get("Location")
             return r.status, (url.join(URL(loc, encoded=True)) if loc else None), body
 
     async def put_blob(self, desc: Descriptor, chunks: AsyncIterator[bytes]) -> None:
-        scopes = [push_scope(self.repository)]
+        scopes = frozenset({push_scope(self.repository)})
         status, location, body = await self._start_upload({}, scopes)
         if status != 202 or location is None:
             raise registry_error(f"start upload to {self.name}", status, body)
@@ -54,8 +57,8 @@ class BlobUploads:
         if size >= 0:
             headers["Content-Length"] = str(size)
         final = location.update_query({"digest": desc.digest})
-        async with self.client.send("PUT", final, scopes=scopes, headers=headers, data=chunks) as resp:
-            body = await resp.read()
+        async with self.client.send(Request("PUT", final, headers=headers, body=chunks, scopes=scopes)) as resp:
+            body = await resp.read(MAX_ERROR_BODY)
             if resp.status == 413 and self.host not in self.client.chunked_hosts:
                 # The registry refuses one big PUT: switch this host to PATCH chunks; status None tells the
                 # BlobMover to start the copy over (the streamed body cannot be replayed here).
@@ -64,7 +67,7 @@ class BlobUploads:
             if resp.status not in (201, 204):
                 raise registry_error(f"upload blob {desc.digest[:19]} to {self.name}", resp.status, body)
 
-    async def _patch_chunks(self, location: URL, chunks: AsyncIterator[bytes], scopes: list[str]) -> URL:
+    async def _patch_chunks(self, location: URL, chunks: AsyncIterator[bytes], scopes: frozenset[str]) -> URL:
         """PATCH the stream in chunk_size pieces (for registries that refuse one big PUT)."""
         offset = 0
         buf = bytearray()
@@ -78,8 +81,8 @@ class BlobUploads:
                 "Content-Range": f"{offset}-{offset + len(data) - 1}",
                 "Content-Length": str(len(data)),
             }
-            async with self.client.send("PATCH", location, scopes=scopes, headers=headers, data=data) as r:
-                body = await r.read()
+            async with self.client.send(Request("PATCH", location, headers=headers, body=data, scopes=scopes)) as r:
+                body = await r.read(MAX_ERROR_BODY)
                 if r.status != 202:
                     raise registry_error(f"upload chunk to {self.name}", r.status, body)
                 loc = r.headers.get("Location")
@@ -95,10 +98,11 @@ class BlobUploads:
             await flush()
         return location
 
-    async def mount_blob(self, desc: Descriptor, source: Any) -> bool:
+    async def mount_blob(self, desc: Descriptor, source: ImageStore) -> bool:
+        # Only a repository on this same registry can be mounted from (the sibling is one of ours).
         if not isinstance(source, BlobUploads) or source.host != self.host or source is self:
             return False
-        scopes = [push_scope(self.repository), pull_scope(source.repository)]
+        scopes = frozenset({push_scope(self.repository), pull_scope(source.repository)})
         status, _, _ = await self._start_upload({"mount": desc.digest, "from": source.repository}, scopes)
         # 201: mounted. 202: the registry declined and opened an upload session instead (left to expire).
         return status == 201

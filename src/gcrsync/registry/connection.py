@@ -1,0 +1,27 @@
+"""What a repository needs from the client that made it (kept apart so neither module imports the other)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from yarl import URL
+
+from gcrsync.registry.request import Request, Response
+from gcrsync.registry.stats import TransportStats
+
+
+class Connection(Protocol):
+    chunked_hosts: set[str]  # hosts that refused one big PUT: uploads there go in PATCH chunks
+    chunk_size: int
+
+    @property
+    def stats(self) -> TransportStats: ...
+
+    def send(self, request: Request) -> AbstractAsyncContextManager[Response]:
+        """The one request entry point (the whole transport stack)."""
+        ...
+
+    def base(self, host: str) -> URL:
+        """scheme://host of a registry's API (docker.io → registry-1.docker.io)."""
+        ...
