@@ -30,6 +30,7 @@ deps: system-deps venv
 lint: venv
 	$(BIN)/ruff check src tests tools bench demo
 	$(BIN)/mypy --strict src tools
+	$(BIN)/lint-imports
 
 test: deps lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
