@@ -1,8 +1,9 @@
 """Discovery against recorded listing responses (tests/data/listings/*.json: URL -> {body, headers}).
 
 The fixtures follow the documented shapes: GCR's tags/list extension with string numbers (sample in
-goharbor/harbor's googlegcr adapter), Artifact Registry's integer numbers (go-containerregistry
-pkg/v1/google/list.go), Docker Hub's {count,next,previous,results} pages, Quay's v1 API
+goharbor/harbor's googlegcr adapter), Artifact Registry's string numbers too (go-containerregistry
+pkg/v1/google/list.go rawManifestInfo: Size, Created, Uploaded are strings), Docker Hub's
+{count,next,previous,results} pages, Quay's v1 API
 (quay/quay endpoints/api/tag.py: start_ts, last_modified, manifest_digest, has_additional), and
 OCI _catalog / tags/list with RFC 8288 Link pagination.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from gcrsync.errors import AuthError, ConfigError, NotFound, RegistryError
-from gcrsync.registry.discovery import DiscoveredRepo, DiscoveryError, default_method, discover
+from gcrsync.registry.discovery import DiscoveredRepo, DiscoveryError, JsonPage, default_method, discover
 
 DATA = Path(__file__).parent / "data" / "listings"
 D = {c: "sha256:" + c * 64 for c in "123456789ef"}
@@ -41,7 +42,7 @@ class FakeFetcher:
         self.in_flight = 0
         self.max_in_flight = 0
 
-    async def get_json(self, url: str) -> tuple[object, Mapping[str, str]]:
+    async def get_json(self, url: str) -> JsonPage:
         self.calls.append(url)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -53,7 +54,7 @@ class FakeFetcher:
             if url not in self.responses:
                 raise NotFound(f"GET {url}: 404 NAME_UNKNOWN", status=404)
             entry = self.responses[url]
-            return copy.deepcopy(entry["body"]), dict(entry.get("headers", {}))
+            return JsonPage(copy.deepcopy(entry["body"]), dict(entry.get("headers", {})), url)
         finally:
             self.in_flight -= 1
 
@@ -136,10 +137,10 @@ async def test_artifact_registry_int_numbers() -> None:
 
 async def test_gcr_concurrency_is_bounded() -> None:
     responses: dict[str, Any] = {
-        "https://gcr.io/v2/ns/tags/list": {"body": {"child": [f"r{i}" for i in range(20)], "tags": []}}
+        "https://gcr.io/v2/ns/tags/list?n=10000": {"body": {"child": [f"r{i}" for i in range(20)], "tags": []}}
     }
     for i in range(20):
-        responses[f"https://gcr.io/v2/ns/r{i}/tags/list"] = {"body": {"child": [], "tags": ["t"]}}
+        responses[f"https://gcr.io/v2/ns/r{i}/tags/list?n=10000"] = {"body": {"child": [], "tags": ["t"]}}
     fetcher = FakeFetcher(responses)
     repos = await discover(fetcher, "gcr.io", "ns", "gcr", query_jobs=3)
     assert len(repos) == 20
@@ -153,7 +154,7 @@ async def test_gcr_missing_namespace_is_an_error_not_empty() -> None:
 
 async def test_gcr_failing_child_fails_the_namespace() -> None:
     gcr = load("gcr.json")
-    url = "https://gcr.io/v2/google-containers/etcd/tools/tags/list"
+    url = "https://gcr.io/v2/google-containers/etcd/tools/tags/list?n=10000"
     fetcher = FakeFetcher(gcr, errors={url: AuthError("GET tools: 403 DENIED", status=403)})
     with pytest.raises(AuthError, match="403"):
         await discover(fetcher, "gcr.io", "google-containers", "gcr")
@@ -180,7 +181,7 @@ async def test_gcr_failing_child_fails_the_namespace() -> None:
     ],
 )
 async def test_gcr_malformed_bodies_are_refused(body: object, message: str) -> None:
-    fetcher = FakeFetcher({"https://gcr.io/v2/ns/tags/list": {"body": body}})
+    fetcher = FakeFetcher({"https://gcr.io/v2/ns/tags/list?n=10000": {"body": body}})
     with pytest.raises(DiscoveryError, match=message) as info:
         await discover(fetcher, "gcr.io", "ns", "gcr")
     assert "gcr.io/v2/ns/tags/list" in str(info.value)
@@ -188,15 +189,15 @@ async def test_gcr_malformed_bodies_are_refused(body: object, message: str) -> N
 
 async def test_gcr_empty_namespace_lists_the_registry_root() -> None:
     responses = {
-        "https://registry.k8s.io/v2/tags/list": {"body": {"child": ["pause"], "tags": []}},
-        "https://registry.k8s.io/v2/pause/tags/list": {"body": {"child": [], "tags": ["3.9"]}},
+        "https://registry.k8s.io/v2/tags/list?n=10000": {"body": {"child": ["pause"], "tags": []}},
+        "https://registry.k8s.io/v2/pause/tags/list?n=10000": {"body": {"child": [], "tags": ["3.9"]}},
     }
     repos = await discover(FakeFetcher(responses), "registry.k8s.io", "", "auto")
     assert [(r.repository, list(r.tags)) for r in repos] == [("pause", ["3.9"])]
 
 
 async def test_gcr_empty_namespace_root_is_not_a_repository() -> None:
-    responses: dict[str, Any] = {"https://gcr.io/v2/ns/tags/list": {"body": {"child": [], "tags": []}}}
+    responses: dict[str, Any] = {"https://gcr.io/v2/ns/tags/list?n=10000": {"body": {"child": [], "tags": []}}}
     assert await discover(FakeFetcher(responses), "gcr.io", "ns", "gcr") == []
 
 
@@ -304,7 +305,7 @@ async def test_list_uses_gcr_extension_when_present() -> None:
     gcr = load("gcr.json")
     responses = {
         "https://gcr.io/v2/google-containers/pause/tags/list?n=1000": gcr[
-            "https://gcr.io/v2/google-containers/pause/tags/list"
+            "https://gcr.io/v2/google-containers/pause/tags/list?n=10000"
         ]
     }
     repos = await discover(FakeFetcher(responses), "gcr.io", "google-containers", "list", repositories=["pause"])
@@ -391,7 +392,7 @@ async def test_dockerhub_results_must_be_a_list() -> None:
 async def test_dockerhub_auth_error_propagates() -> None:
     first = "https://hub.docker.com/v2/namespaces/gcrxio/repositories?page_size=100"
     fetcher = FakeFetcher({}, errors={first: AuthError("hub: 401", status=401)})
-    with pytest.raises(AuthError):
+    with pytest.raises(AuthError, match=r"hub: 401; configure docker\.io credentials"):
         await discover(fetcher, "docker.io", "gcrxio", "dockerhub")
 
 

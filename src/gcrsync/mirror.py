@@ -25,7 +25,7 @@ from gcrsync.errors import GcrsyncError
 from gcrsync.layout import LayoutRepository
 from gcrsync.ledger import Added, Failed, Ledger, MetadataRepo, Removed, RunChanges, Updated
 from gcrsync.registry.client import RegistryClient, Repository
-from gcrsync.registry.discovery import DiscoveredRepo, discover
+from gcrsync.registry.discovery import DiscoveredRepo
 from gcrsync.store import ImageStore
 
 log = logging.getLogger("gcrsync.sync")
@@ -146,17 +146,9 @@ class Mirror:
 
     # -- discovery and plan -----------------------------------------------------------------------
     async def discover(self, spec: SourceSpec) -> list[DiscoveredRepo]:
-        api_host = "registry-1.docker.io" if spec.registry == "docker.io" else spec.registry
-        return await discover(
-            self.client,
-            api_host,
-            spec.namespace,
-            spec.discovery,
-            repositories=spec.repositories or None,
-            query_jobs=self.options.query_jobs,
-            scheme=self.client.transport.scheme_for(api_host),
-            hub_api=self.options.hub_api,
-            quay_api=self.options.quay_api,
+        return await self.client.list_namespace(
+            spec.registry, spec.namespace, spec.discovery, repositories=spec.repositories or None,
+            query_jobs=self.options.query_jobs, hub_api=self.options.hub_api, quay_api=self.options.quay_api,
         )
 
     def ledger(self, spec: SourceSpec) -> Ledger | None:

@@ -88,6 +88,20 @@ class _Token:
     expires: float
 
 
+@dataclass(frozen=True)
+class ApiLogin:
+    """How to authenticate to a web API host of discovery (Docker Hub, GitHub), which sends no challenge.
+
+    The credentials are the registry's (`credential_host`). With a `login_url` they are exchanged for a
+    short-lived bearer token (Docker Hub: POST {"identifier", "secret"} → access_token, about 10 minutes,
+    docs.docker.com AuthCreateAccessToken); without one the password itself is the bearer (a GitHub token).
+    """
+
+    credential_host: str
+    login_url: URL | None = None
+    lifetime: float = 300.0  # assumed when the login response names none; renewed _EARLY_REFRESH before
+
+
 class Authenticator:
     """Holds the auth state of every registry host the run talks to."""
 
@@ -97,13 +111,20 @@ class Authenticator:
         self._challenge: dict[str, Challenge | None] = {}
         self._tokens: dict[tuple[str, frozenset[str]], _Token] = {}
         self._locks: dict[tuple[str, frozenset[str]], asyncio.Lock] = {}
+        self._api_logins: dict[str, ApiLogin] = {}
         self.token_requests = 0
+
+    def add_api_login(self, api_host: str, login: ApiLogin) -> None:
+        """Authenticate requests to a web API host with the credentials of a registry (see ApiLogin)."""
+        self._api_logins[api_host] = login
 
     def known_challenge(self, host: str) -> bool:
         return host in self._challenge
 
     def learn(self, host: str, header: str | None) -> Challenge | None:
         """Remember how a host wants to be authenticated (from a 401's WWW-Authenticate)."""
+        if host in self._api_logins:  # an API token that expired early: log in again once
+            return Challenge("api", {})
         challenge = None
         if header:
             for ch in parse_challenges(header):
@@ -116,6 +137,9 @@ class Authenticator:
 
     async def headers(self, host: str, scopes: Iterable[str], *, fresh: bool = False) -> dict[str, str]:
         """Authorization headers for a request to host needing scopes ({} when anonymous or unknown yet)."""
+        login = self._api_logins.get(host)
+        if login is not None:
+            return await self._api_headers(host, login, fresh=fresh)
         challenge = self._challenge.get(host)
         if challenge is None:
             return {}
@@ -126,6 +150,37 @@ class Authenticator:
             return {"Authorization": basic_header(cred)}
         token = await self._bearer(host, challenge, frozenset(scopes), fresh=fresh)
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def _api_headers(self, host: str, login: ApiLogin, *, fresh: bool) -> dict[str, str]:
+        cred = await self.credentials.get(login.credential_host)
+        secret = cred.password if cred is not None else None
+        if cred is None or not secret:
+            return {}  # anonymous: the API shows public content only (callers say so where it matters)
+        if login.login_url is None:
+            return {"Authorization": f"Bearer {secret}"}
+        key = (host, frozenset({"api"}))
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            cached = self._tokens.get(key)
+            if cached is None or fresh or cached.expires <= time.monotonic() + _EARLY_REFRESH:
+                cached = self._tokens[key] = await self._api_login(host, login, cred.username or "", secret)
+        return {"Authorization": f"Bearer {cached.value}"}
+
+    async def _api_login(self, host: str, login: ApiLogin, identifier: str, secret: str) -> _Token:
+        assert login.login_url is not None
+        self.token_requests += 1
+        body = json.dumps({"identifier": identifier, "secret": secret}).encode()
+        request = Request("POST", login.login_url, headers={"Content-Type": "application/json"}, body=body)
+        async with self.sender.send(request) as resp:
+            answer = await resp.read(MAX_TOKEN_BYTES)
+            if resp.status in (401, 403):
+                raise AuthError(f"login to {host} refused ({resp.status}): the credentials of "
+                                f"{login.credential_host} were rejected", status=resp.status)
+            if resp.status != 200:
+                raise RegistryError(f"login to {host} failed with HTTP {resp.status}", status=resp.status)
+        token = _parse_token(host, answer)
+        if b"expires_in" not in answer:
+            token.expires = time.monotonic() + login.lifetime
+        return token
 
     async def _bearer(self, host: str, challenge: Challenge, scopes: frozenset[str], *, fresh: bool) -> str:
         key = (host, scopes)

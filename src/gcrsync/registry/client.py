@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from yarl import URL
 
 from gcrsync.errors import AuthError, RegistryError
 from gcrsync.reference import validate_repository
-from gcrsync.registry.auth import Authenticating, Authenticator, pull_scope
+from gcrsync.registry.auth import ApiLogin, Authenticating, Authenticator, pull_scope
 from gcrsync.registry.credentials import CredentialStore
+from gcrsync.registry.discovery import DiscoveredRepo, Method, discover, hub_login
+from gcrsync.registry.discovery.pages import JsonPage
 from gcrsync.registry.errors import registry_error
 from gcrsync.registry.redirects import Redirecting
 from gcrsync.registry.repository import Repository
@@ -73,8 +75,38 @@ class RegistryClient:
         if not self.auth.known_challenge(host):
             self.auth.learn(host, None)  # answered without a challenge: anonymous
 
-    async def get_json(self, url: str) -> tuple[object, Mapping[str, str]]:
-        """GET a JSON document (listing APIs). Scopes are derived from registry API paths."""
+    async def list_namespace(
+        self,
+        registry: str,
+        namespace: str,
+        method: Method = "auto",
+        *,
+        repositories: list[str] | None = None,
+        query_jobs: int = 8,
+        hub_api: str = "https://hub.docker.com",
+        quay_api: str = "https://quay.io",
+    ) -> list[DiscoveredRepo]:
+        """Discovery of one namespace through this client, with the web APIs authenticated where the
+        registry's credentials are known (Docker Hub: then private repositories are listed too)."""
+        api_host = "registry-1.docker.io" if registry == "docker.io" else registry
+        hub_authenticated = False
+        if registry == "docker.io" or method == "dockerhub":
+            hub_authenticated = await self.auth.credentials.get("docker.io") is not None
+            if hub_authenticated:
+                self.add_api_login(hub_api, hub_login(hub_api))
+        return await discover(
+            self, api_host, namespace, method, repositories=repositories, query_jobs=query_jobs,
+            scheme=self.transport.scheme_for(api_host), hub_api=hub_api, quay_api=quay_api,
+            hub_authenticated=hub_authenticated,
+        )
+
+    def add_api_login(self, api_url: str, login: ApiLogin) -> None:
+        """Authenticate the web API at api_url (Docker Hub, GitHub) with a registry's credentials."""
+        self.auth.add_api_login(URL(api_url).authority, login)
+
+    async def get_json(self, url: str) -> JsonPage:
+        """GET a JSON document (listing APIs; implements discovery's JsonFetcher). Scopes are derived from
+        registry API paths; the page remembers the URL that answered (after redirects)."""
         target = URL(url)
         scopes: set[str] = set()
         parts = target.path.split("/")
@@ -88,9 +120,9 @@ class RegistryClient:
             body = await resp.read(MAX_JSON_BYTES)
             if resp.status != 200:
                 raise registry_error(f"GET {redact_url(target)}", resp.status, body)
-            headers = resp.headers
+            headers, answered = resp.headers, str(resp.url)
         try:
-            return json.loads(body), headers
+            return JsonPage(json.loads(body), headers, answered)
         except ValueError:
             raise RegistryError(f"GET {redact_url(target)}: response is not JSON") from None
 

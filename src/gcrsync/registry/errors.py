@@ -1,4 +1,9 @@
-"""Registry error responses → RegistryError (kept apart so client.py and uploads.py can share it)."""
+"""Error responses → RegistryError, with the service's own words in the one-line message.
+
+Registries answer with the OCI `{"errors": [{"code", "message"}]}` shape; the web APIs of discovery do
+not: Docker Hub sends `{"message"}` or `{"detail"}`, quay `{"error_message", "detail"}`, GitHub
+`{"message"}`. Whichever it is, the message reaches the user (one line, bounded).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,43 @@ import json
 
 from gcrsync.errors import AuthError, NotFound, RegistryError
 
+_SERVICE_FIELDS = ("error_message", "message", "detail", "error_description", "error")
 
-def registry_error(what: str, status: int, body: bytes) -> RegistryError:
-    """Turn an error response into a RegistryError carrying the OCI error code and message."""
-    code = message = None
+
+def _one_line(value: object, limit: int) -> str:
+    # split/join: the message must stay one line whatever whitespace the service put in it.
+    return " ".join(str(value).split())[:limit]
+
+
+def service_message(body: bytes) -> tuple[str | None, str | None]:
+    """(OCI error code, message) from an error body of any of the shapes above; (None, None) if none."""
     try:
         doc = json.loads(body[:65536])
-        first = doc["errors"][0]
-        # split/join: the message must stay one line whatever whitespace the registry put in it.
-        code, message = (" ".join(str(first.get(k, "")).split())[:n] for k, n in (("code", 60), ("message", 200)))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
-        pass
-    detail = f"{code}: {message}" if code else f"HTTP {status}"
+    except (ValueError, RecursionError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    errors = doc.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        code = _one_line(first.get("code", ""), 60) or None
+        return code, _one_line(first.get("message", ""), 200) or None
+    for key in _SERVICE_FIELDS:
+        value = doc.get(key)
+        if isinstance(value, str) and value.strip():
+            return None, _one_line(value, 200)
+    return None, None
+
+
+def registry_error(what: str, status: int, body: bytes) -> RegistryError:
+    """Turn an error response into a RegistryError carrying the OCI error code and the message."""
+    code, message = service_message(body)
+    if code:
+        detail = f"{code}: {message}" if message else code
+    elif message:
+        detail = f"HTTP {status}: {message}"
+    else:
+        detail = f"HTTP {status}"
     cls: type[RegistryError] = RegistryError
     if status == 404:
         cls = NotFound

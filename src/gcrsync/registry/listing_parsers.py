@@ -166,6 +166,8 @@ class TagsListPage:
     name: str | None
     tags: dict[str, TagInfo]
     children: list[str]
+    listed_tags: int = 0  # entries of 'tags' as sent (a list at a registry's silent cap is suspect)
+    listed_manifests: int = 0  # entries of the GCR 'manifest' map
 
 
 def parse_tags_list(url: str, body: object) -> TagsListPage:
@@ -177,7 +179,8 @@ def parse_tags_list(url: str, body: object) -> TagsListPage:
     doc = _object(url, body)
     name = _optional_str(url, doc.get("name"), "'name'")
     tags: dict[str, TagInfo] = {}
-    for tag in _list(url, doc.get("tags"), "'tags'", null_ok=True):
+    listed = _list(url, doc.get("tags"), "'tags'", null_ok=True)
+    for tag in listed:
         tags[check_tag(url, tag)] = TagInfo()
     children: list[str] = []
     for child in _list(url, doc.get("child"), "'child'", null_ok=True):
@@ -185,9 +188,10 @@ def parse_tags_list(url: str, body: object) -> TagsListPage:
             raise fail(url, f"invalid child repository name {str(child)[:120]!r}")
         children.append(child)
     manifests = doc.get("manifest")
+    manifest_map = _object(url, manifests, "'manifest'") if manifests is not None else {}
     if manifests is not None:
         seen: dict[str, str] = {}
-        for digest, entry in _object(url, manifests, "'manifest'").items():
+        for digest, entry in manifest_map.items():
             try:
                 checked = validate_digest(digest, "manifest key")
             except ManifestError as exc:
@@ -209,7 +213,8 @@ def parse_tags_list(url: str, body: object) -> TagsListPage:
                     raise fail(url, f"tag {tag_name!r} is listed under two digests")
                 seen[tag_name] = checked
                 tags[tag_name] = replace(template)
-    return TagsListPage(name=name, tags=tags, children=children)
+    return TagsListPage(name=name, tags=tags, children=children, listed_tags=len(listed),
+                        listed_manifests=len(manifest_map))
 
 
 def parse_catalog(url: str, body: object) -> list[str]:
