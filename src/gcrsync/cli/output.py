@@ -12,8 +12,8 @@ from rich.table import Table
 from gcrsync.engine.plan import Plan, PlanItem
 
 if TYPE_CHECKING:
-    from gcrsync.engine.copy import ImageResult
-    from gcrsync.mirror import SyncReport
+    from gcrsync.engine.result import ImageResult
+    from gcrsync.sync import SyncReport
 
 
 def stdout() -> Console:

@@ -11,17 +11,13 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
 
 from gcrsync.engine.blobcache import BlobLocations
+from gcrsync.engine.result import ImageResult
 from gcrsync.errors import DigestMismatch, GcrsyncError, RegistryError
 from gcrsync.oci import Descriptor, new_hasher
-from gcrsync.registry.client import Repository
 from gcrsync.registry.transport import RETRY_STATUSES
-from gcrsync.store import ImageStore
-
-if TYPE_CHECKING:
-    from gcrsync.engine.copy import ImageResult
+from gcrsync.store import CountsRequests, ImageStore, OpensSiblings
 
 log = logging.getLogger("gcrsync.blobs")
 
@@ -104,8 +100,9 @@ class BlobMover:
     def _remember(self, store: ImageStore, digest: str) -> None:
         if (store.name, digest) in self._present:
             return
-        if self.locations is not None and isinstance(store, Repository):
-            self.locations.add(store.host, digest, store.repository)
+        # Only a place that can reopen a sibling by name can use the hint in a later run.
+        if self.locations is not None and isinstance(store, OpensSiblings):
+            self.locations.add(store.domain, digest, store.repository)
         self._present.add((store.name, digest))
         holders = self._holders.setdefault((store.domain, digest), [])
         if all(h.name != store.name for h in holders):
@@ -170,9 +167,8 @@ class BlobMover:
                     if attempt == UPLOAD_ATTEMPTS - 1 or not (exc.status is None or exc.status in RETRY_STATUSES):
                         raise
                     self.restarts += 1
-                    if isinstance(dst, Repository):  # counted with the run's other retries, for the report
-                        dst.client.transport.stats.retries += 1
-                        dst.client.transport.stats.retry_reasons["upload-restart"] += 1
+                    if isinstance(dst, CountsRequests):  # counted with the run's other retries, for the report
+                        dst.note_retry("upload-restart")
                     log.info("restarting upload of %s to %s: %s", desc.digest[:19], dst.name, exc)
                     await asyncio.sleep(UPLOAD_BACKOFF * 2**attempt * random.uniform(0.5, 1.0))
         self._remember(dst, desc.digest)
@@ -181,15 +177,15 @@ class BlobMover:
 
     async def _mount_remembered(self, desc: Descriptor, dst: ImageStore) -> bool:
         """Mount from a repository an earlier run saw holding the blob (a hint: stale ones are dropped)."""
-        if self.locations is None or not isinstance(dst, Repository):
+        if self.locations is None or not isinstance(dst, OpensSiblings):
             return False
-        for name in self.locations.holders(dst.host, desc.digest):
+        for name in self.locations.holders(dst.domain, desc.digest):
             if name == dst.repository:
                 continue
-            if await dst.mount_blob(desc, dst.client.repository(dst.host, name)):
+            if await dst.mount_blob(desc, dst.sibling(name)):
                 self._remember(dst, desc.digest)
                 return True
-            self.locations.forget(dst.host, desc.digest, name)
+            self.locations.forget(dst.domain, desc.digest, name)
         return False
 
     async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore) -> int:
