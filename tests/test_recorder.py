@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gcrsync.engine.plan import PlanItem, SourceSpec
+from gcrsync.engine.plan import PlanItem, SourceSpec, State
 from gcrsync.engine.result import ImageResult
 from gcrsync.ledger import Ledger, LedgerFiles, RunChanges
 from gcrsync.sync.recorder import (
@@ -35,9 +35,9 @@ class CountingFiles(LedgerFiles):
         return super().save(ledger)
 
 
-def item(tag: str, state: str = "new", target_digest: str | None = None) -> PlanItem:
+def item(tag: str, state: State = "new", target_digest: str | None = None) -> PlanItem:
     return PlanItem(SPEC, "team/app", "app", tag, "localhost:5000/m/app", source_digest=D1,
-                    target_digest=target_digest, state=state)  # type: ignore[arg-type]
+                    target_digest=target_digest, state=state)
 
 
 def copied(it: PlanItem, digest: str = D1) -> ImageDone:

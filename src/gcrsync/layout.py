@@ -7,6 +7,8 @@ Manifests are blobs too; only tagged roots are listed in index.json, children of
 Crash and concurrency safety: every file becomes visible only by an atomic rename of a fully written, fsynced
 temp file (a blob only once its digest verified), and index.json read-modify-write cycles are serialised by an
 asyncio.Lock per layout (coroutines of one process) plus flock on the layout directory (other processes).
+Prune (remove_tag) drops an index entry under the same locks, then deletes only what the removed tag reached
+and no remaining entry reaches.
 All file I/O runs in worker threads so a slow disk never stalls the event loop.
 """
 
