@@ -15,7 +15,8 @@ from tools.imagefactory import make_layer, push_artifact, push_image, push_index
 
 from gcrsync.cli import main
 from gcrsync.engine.blobs import BlobMover
-from gcrsync.engine.copy import CopyOptions, ImageResult, copy_image
+from gcrsync.engine.copy import CopyOptions, copy_image
+from gcrsync.engine.result import ImageResult
 from gcrsync.errors import AuthError, DigestMismatch
 from gcrsync.oci import Platform
 from gcrsync.registry.client import RegistryClient
@@ -202,7 +203,7 @@ async def test_token_auth_wrong_password(token_registry: RegistryServer, registr
     with pytest.raises(BaseException) as info:
         await copy_image(client.repository(registry.host, repo), "v1",
                          client.repository(token_registry.host, repo), "v1", BlobMover(2))
-    from gcrsync.engine.copy import first_error
+    from gcrsync.errors import first_error
 
     err = first_error(info.value)
     assert isinstance(err, AuthError)
@@ -232,7 +233,7 @@ async def test_lying_source_blob_fails_image_and_pushes_no_manifest(
     with pytest.raises(BaseException) as info:
         await copy_image(client.repository(source.host, repo), "v1",
                          client.repository(registry2.host, repo), "v1", BlobMover(2))
-    from gcrsync.engine.copy import first_error
+    from gcrsync.errors import first_error
 
     assert isinstance(first_error(info.value), DigestMismatch)
     assert "hashes to" in str(first_error(info.value))
@@ -355,8 +356,8 @@ def _nest(pusher: object, repo: str, depth: int) -> str:
 async def test_nested_indexes_copy_but_abusive_depth_is_refused(
     registry: RegistryServer, registry2: RegistryServer, client_factory: object
 ) -> None:
-    from gcrsync.engine.copy import MAX_INDEX_DEPTH, first_error
-    from gcrsync.errors import ManifestError
+    from gcrsync.engine.copy import MAX_INDEX_DEPTH
+    from gcrsync.errors import ManifestError, first_error
 
     client = client_factory()  # type: ignore[operator]
     ok_repo, deep_repo = unique_repo("nest-ok"), unique_repo("nest-deep")

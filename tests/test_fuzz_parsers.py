@@ -39,7 +39,7 @@ from gcrsync.errors import (
     NotFound,
     RegistryError,
 )
-from gcrsync.ledger.store import FORMAT, Ledger, LedgerStore
+from gcrsync.ledger.files import FORMAT, Ledger, LedgerFiles
 from gcrsync.oci import (
     DOCKER_MANIFEST_LIST,
     MANIFEST_TYPES,
@@ -644,14 +644,14 @@ def test_ledger_from_json(text: str) -> None:
 
 
 def _load_unchanged(rel: str, content: bytes) -> Ledger:
-    """LedgerStore.load with `content` at rel; whatever it does, it leaves the file (and the tree) untouched."""
+    """LedgerFiles.load with `content` at rel; whatever it does, it leaves the file (and the tree) untouched."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         try:
-            return LedgerStore(root).load(SRC, TGT)
+            return LedgerFiles(root).load(SRC, TGT)
         finally:
             assert path.read_bytes() == content
             assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [rel]

@@ -65,10 +65,10 @@ def open_repo(location: str | Path | None, cache: Path, **kw: object) -> Metadat
 
 
 def record(repo: MetadataRepo, name: str, n: int, *, now: datetime = T0, source: str = SRC) -> RunChanges:
-    ledger = repo.store.load(source, TGT)
+    ledger = repo.ledgers.load(source, TGT)
     old = ledger.get(name, "1")
     result = ledger.record(name, "1", digest=dg(n), target_ref=f"{TGT}/{name}:1", media_type=None, now=now)
-    repo.store.save(ledger)
+    repo.ledgers.save(ledger)
     src, tgt = f"{source}/{name}:1", f"{TGT}/{name}:1"
     if result == "added":
         return RunChanges(added=[Added(src, tgt, dg(n))])
@@ -182,7 +182,7 @@ def test_interrupted_run_is_recovered_on_open(remote: Path, tmp_path: Path) -> N
     repo = open_repo(remote, tmp_path / "cache")
     record(repo, "pause", 1)  # saved but never published (crash)
     again = open_repo(remote, tmp_path / "cache")
-    assert again.store.load(SRC, TGT).get("pause", "1") is not None
+    assert again.ledgers.load(SRC, TGT).get("pause", "1") is not None
     assert again.publish("next") is not None
     assert "pause" in remote_images(remote)
 
@@ -195,9 +195,9 @@ def test_legacy_file_migration_commit(remote: Path, tmp_path: Path) -> None:
     git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "legacy", cwd=seed)
     git("push", "-q", "origin", "HEAD:main", cwd=seed)
     repo = open_repo(remote, tmp_path / "cache")
-    ledger = repo.store.load(SRC, TGT)
+    ledger = repo.ledgers.load(SRC, TGT)
     assert ledger.get("pause", "3.1") is not None and ledger.get("pause", "3.1").legacy  # type: ignore[union-attr]
-    repo.store.save(ledger)
+    repo.ledgers.save(ledger)
     assert repo.publish("migrate legacy ledger") is not None
     files = git("--git-dir", str(remote), "ls-tree", "-r", "--name-only", "main").split()
     assert files == [LEDGER]
@@ -206,12 +206,12 @@ def test_legacy_file_migration_commit(remote: Path, tmp_path: Path) -> None:
 
 def test_broken_ledger_in_repo_refused_untouched(remote: Path, tmp_path: Path) -> None:
     repo = open_repo(remote, tmp_path / "cache")
-    path = repo.store.path_for(SRC)
+    path = repo.ledgers.path_for(SRC)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"format": "gcrsync-ledger/1", "source": SRC, "target": "t", "images": {"../x": {}}}))
     before = path.read_bytes()
     with pytest.raises(LedgerError, match=r"google-containers\.json: invalid image name '\.\./x'"):
-        repo.store.load(SRC, TGT)
+        repo.ledgers.load(SRC, TGT)
     assert path.read_bytes() == before
 
 

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from gcrsync.errors import DigestMismatch, GcrsyncError, InvalidReference, ManifestError, NotFound
-from gcrsync.layout import CHUNK_SIZE, REF_NAME, LayoutRepository
+from gcrsync.layout import REF_NAME, LayoutRepository
+from gcrsync.layout_io import CHUNK_SIZE
 from gcrsync.oci import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, parse_manifest, sha256_digest
-from gcrsync.store import ImageStore
+from gcrsync.store import ImageStore, RemovesTags
 
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -394,3 +395,65 @@ async def test_mount_refuses_corrupt_source_blob(repo: LayoutRepository, tmp_pat
     target = LayoutRepository(tmp_path / "target", create=True)
     assert await target.mount_blob(desc, repo) is False
     assert await target.blob_size(desc.digest) is None
+
+
+# -- remove_tag (prune on a layout) --------------------------------------------------------------------------
+
+
+def blob_files(path: Path) -> set[str]:
+    return {f"sha256:{p.name}" for p in (path / "blobs" / "sha256").iterdir() if not p.name.startswith(".")}
+
+
+def tags_in_index(path: Path) -> list[str]:
+    return sorted(e["annotations"][REF_NAME] for e in index_json(path)["manifests"])
+
+
+def test_satisfies_removes_tags(repo: LayoutRepository) -> None:
+    assert isinstance(repo, RemovesTags)
+
+
+@needs_skopeo
+async def test_remove_tag_drops_only_what_nothing_else_reaches(repo: LayoutRepository, tmp_path: Path) -> None:
+    a = await put_image(repo, "a", "shared", "amd64")
+    b = await put_image(repo, "b", "shared", "arm64")  # the same two layers as a, its own config
+    index = await put_index(repo, "multi")
+    before = blob_files(repo.path)
+    assert await repo.remove_tag("a", a.digest) is True
+    assert tags_in_index(repo.path) == ["b", "multi"]
+    assert before - blob_files(repo.path) == {a.digest, a.blobs[0].digest}  # manifest and config; layers shared
+    assert await repo.head_manifest("a") is None
+    # Removing an index takes its child manifests and their blobs along; b is untouched.
+    assert await repo.remove_tag("multi", index.digest) is True
+    assert blob_files(repo.path) == {b.digest, *(d.digest for d in b.blobs)}
+    assert tags_in_index(repo.path) == ["b"]
+    # What is left is a complete image for an independent reader: skopeo copies it, verifying every blob.
+    other = tmp_path / "other"
+    skopeo("copy", "--preserve-digests", f"oci:{repo.path}:b", f"oci:{other}:b")
+    assert sha256_digest(skopeo("inspect", "--raw", f"oci:{other}:b")) == b.digest
+    assert temp_files(repo.path) == []
+
+
+async def test_remove_tag_leaves_an_absent_moved_or_shared_tag_alone(repo: LayoutRepository) -> None:
+    a = await put_image(repo, "a", "one")
+    before, index_before = blob_files(repo.path), (repo.path / "index.json").read_bytes()
+    assert await repo.remove_tag("missing", a.digest) is False
+    assert await repo.remove_tag("a", "sha256:" + "0" * 64) is False  # the tag points elsewhere now
+    assert blob_files(repo.path) == before and (repo.path / "index.json").read_bytes() == index_before
+    # The same digest under a second tag: removing one tag keeps every blob for the other.
+    await repo.put_manifest("again", a)
+    assert await repo.remove_tag("a", a.digest) is True
+    assert tags_in_index(repo.path) == ["again"] and blob_files(repo.path) == before
+    assert (await repo.get_manifest("again")).digest == a.digest
+    with pytest.raises(InvalidReference):
+        await repo.remove_tag(a.digest, a.digest)
+    assert await LayoutRepository(repo.path.parent / "none", create=False).remove_tag("a", a.digest) is False
+
+
+async def test_remove_tag_keeps_blobs_when_a_remaining_manifest_is_unreadable(repo: LayoutRepository) -> None:
+    a = await put_image(repo, "a", "one")
+    b = await put_image(repo, "b", "two")
+    (repo.path / "blobs" / "sha256" / b.digest.split(":")[1]).write_bytes(b"not a manifest")
+    before = blob_files(repo.path)
+    assert await repo.remove_tag("a", a.digest) is True
+    assert tags_in_index(repo.path) == ["b"]
+    assert blob_files(repo.path) == before  # what b references is unknown: nothing is deleted

@@ -1,4 +1,4 @@
-"""The JSON ledger (store.py), the CHANGELOG (changelog.py) and the git wrapper's credential handling."""
+"""The JSON ledger (files.py), the CHANGELOG (changelog.py) and the git wrapper's credential handling."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from gcrsync.ledger.changelog import (
     short_digest,
     split_blocks,
 )
+from gcrsync.ledger.files import MAX_PREVIOUS_DIGESTS, Ledger, LedgerFiles
 from gcrsync.ledger.git import Git, strip_userinfo
-from gcrsync.ledger.store import MAX_PREVIOUS_DIGESTS, Ledger, LedgerStore
 
 SRC = "gcr.io/google-containers"
 TGT = "docker.io/gcrxio"
@@ -36,33 +36,33 @@ def dg(n: int) -> str:
 
 
 def test_path_for_layout(tmp_path: Path) -> None:
-    store = LedgerStore(tmp_path)
-    assert store.path_for(SRC) == tmp_path / "gcr.io" / "google-containers.json"
-    assert store.path_for("localhost:5000/team") == tmp_path / "localhost:5000" / "team.json"
-    assert store.path_for("quay.io/a/b") == tmp_path / "quay.io" / "a" / "b.json"
+    files = LedgerFiles(tmp_path)
+    assert files.path_for(SRC) == tmp_path / "gcr.io" / "google-containers.json"
+    assert files.path_for("localhost:5000/team") == tmp_path / "localhost:5000" / "team.json"
+    assert files.path_for("quay.io/a/b") == tmp_path / "quay.io" / "a" / "b.json"
 
 
 @pytest.mark.parametrize("bad", ["", "/abs/ns", "gcr.io/../x", "gcr.io//x", "gcr.io/a\x00b", "gcr.io/UPPER",
                                  "notahost/ns", "gcr.io/x/", "../gcr.io/x", "gcr.io/./x", "gcr.io/a b"])
 def test_path_for_refuses_bad_namespaces(tmp_path: Path, bad: str) -> None:
     with pytest.raises(LedgerError, match="invalid namespace"):
-        LedgerStore(tmp_path).path_for(bad)
+        LedgerFiles(tmp_path).path_for(bad)
 
 
 def test_missing_file_is_empty_ledger(tmp_path: Path) -> None:
-    ledger = LedgerStore(tmp_path).load(SRC, TGT)
+    ledger = LedgerFiles(tmp_path).load(SRC, TGT)
     assert (ledger.source, ledger.target, len(ledger)) == (SRC, TGT, 0)
     assert not any(tmp_path.iterdir())
 
 
 def test_record_save_load_roundtrip_and_stable_format(tmp_path: Path) -> None:
-    store = LedgerStore(tmp_path)
-    ledger = store.load(SRC, TGT)
+    files = LedgerFiles(tmp_path)
+    ledger = files.load(SRC, TGT)
     assert ledger.record("pause", "3.1", digest=dg(1), target_ref=f"{TGT}/pause:3.1",
                          media_type="application/vnd.oci.image.index.v1+json", now=T0) == "added"
     assert ledger.record("team/app", "v1", digest=dg(2), target_ref=f"{TGT}/team_app:v1", media_type=None,
                          now=T0, source_digest=dg(3), platforms=["linux/arm64", "linux/amd64"]) == "added"
-    path = store.save(ledger)
+    path = files.save(ledger)
     text = path.read_text()
     doc = json.loads(text)
     assert text == json.dumps(doc, indent=2, sort_keys=True) + "\n"
@@ -72,12 +72,12 @@ def test_record_save_load_roundtrip_and_stable_format(tmp_path: Path) -> None:
         "first_synced": "2026-11-29T03:00:00Z", "last_synced": "2026-11-29T03:00:00Z", "previous_digests": []}
     nested = doc["images"]["team/app"]["v1"]
     assert nested["source_digest"] == dg(3) and nested["platforms"] == ["linux/amd64", "linux/arm64"]
-    again = store.load(SRC, TGT)
+    again = files.load(SRC, TGT)
     assert list(again.entries()) == list(ledger.entries())
     assert again.get("team/app", "v1").effective_source_digest == dg(3)  # type: ignore[union-attr]
     assert again.get("pause", "3.1").effective_source_digest == dg(1)  # type: ignore[union-attr]
-    assert store.namespaces() == [SRC]
-    store.save(again)
+    assert files.namespaces() == [SRC]
+    files.save(again)
     assert path.read_text() == text  # saving an unchanged ledger changes no byte (no git noise)
 
 
@@ -169,22 +169,22 @@ def write(path: Path, content: str) -> bytes:
     ('{"format": "gcrsync-ledger/1", "source": "quay.io/other", "target": "t", "images": {}}', "holds namespace"),
 ])
 def test_invalid_ledger_refused_and_untouched(tmp_path: Path, content: str, match: str) -> None:
-    store = LedgerStore(tmp_path)
-    path = store.path_for(SRC)
+    files = LedgerFiles(tmp_path)
+    path = files.path_for(SRC)
     before = write(path, content)
     with pytest.raises(LedgerError, match=match) as info:
-        store.load(SRC, TGT)
+        files.load(SRC, TGT)
     assert "gcr.io/google-containers.json" in str(info.value)
     assert "\n" not in str(info.value) and isinstance(info.value, GcrsyncError)
     assert path.read_bytes() == before
 
 
 def test_target_change_keeps_entries(tmp_path: Path) -> None:
-    store = LedgerStore(tmp_path)
-    ledger = store.load(SRC, TGT)
+    files = LedgerFiles(tmp_path)
+    ledger = files.load(SRC, TGT)
     ledger.record("pause", "3.1", digest=dg(1), target_ref=f"{TGT}/pause:3.1", media_type=None, now=T0)
-    store.save(ledger)
-    moved = store.load(SRC, "quay.io/mirror")
+    files.save(ledger)
+    moved = files.load(SRC, "quay.io/mirror")
     assert moved.target == "quay.io/mirror"
     assert moved.get("pause", "3.1").target == f"{TGT}/pause:3.1"  # type: ignore[union-attr]
 
@@ -192,8 +192,8 @@ def test_target_change_keeps_entries(tmp_path: Path) -> None:
 def test_legacy_file_migrated_then_removed(tmp_path: Path) -> None:
     legacy = tmp_path / "google-containers"
     write(legacy, json.dumps(["kube-proxy-amd64:v1.11.3", "pause:3.1"], indent=4))
-    store = LedgerStore(tmp_path)
-    ledger = store.load(SRC, TGT)
+    files = LedgerFiles(tmp_path)
+    ledger = files.load(SRC, TGT)
     entry = ledger.get("pause", "3.1")
     assert entry is not None
     assert (entry.digest, entry.legacy, entry.target, entry.last_synced) == (None, True, f"{TGT}/pause:3.1", None)
@@ -202,37 +202,37 @@ def test_legacy_file_migrated_then_removed(tmp_path: Path) -> None:
                          now=T0) == "updated"
     migrated = ledger.get("pause", "3.1")
     assert migrated is not None and not migrated.legacy and migrated.previous_digests == []
-    store.save(ledger)
+    files.save(ledger)
     assert not legacy.exists()
-    doc = json.loads(store.path_for(SRC).read_text())
+    doc = json.loads(files.path_for(SRC).read_text())
     assert doc["images"]["kube-proxy-amd64"]["v1.11.3"]["legacy"] is True
     assert doc["images"]["kube-proxy-amd64"]["v1.11.3"]["digest"] is None
     assert "legacy" not in doc["images"]["pause"]["3.1"]
-    assert legacy in store.written and store.path_for(SRC) in store.written
-    assert store.load(SRC, TGT).get("kube-proxy-amd64", "v1.11.3") is not None  # reloads from the new file
+    assert legacy in files.written and files.path_for(SRC) in files.written
+    assert files.load(SRC, TGT).get("kube-proxy-amd64", "v1.11.3") is not None  # reloads from the new file
 
 
 def test_legacy_only_for_gcr_io_and_invalid_legacy_refused(tmp_path: Path) -> None:
     write(tmp_path / "team", '["a:1"]')
-    assert len(LedgerStore(tmp_path).load("quay.io/team", TGT)) == 0
+    assert len(LedgerFiles(tmp_path).load("quay.io/team", TGT)) == 0
     before = write(tmp_path / "google-containers", '["../x:1"]')
     with pytest.raises(LedgerError, match="legacy ledger has an invalid entry"):
-        LedgerStore(tmp_path).load(SRC, TGT)
+        LedgerFiles(tmp_path).load(SRC, TGT)
     assert (tmp_path / "google-containers").read_bytes() == before
 
 
 def test_namespaces_ignores_other_files(tmp_path: Path) -> None:
-    store = LedgerStore(tmp_path)
+    files = LedgerFiles(tmp_path)
     for source in (SRC, "localhost:5000/team", "quay.io/a/b"):
-        store.save(Ledger(source, TGT))
+        files.save(Ledger(source, TGT))
     write(tmp_path / "renovate.json", "{}")
     write(tmp_path / ".git" / "x.io" / "y.json", "{}")
-    assert store.namespaces() == [SRC, "localhost:5000/team", "quay.io/a/b"]
+    assert files.namespaces() == [SRC, "localhost:5000/team", "quay.io/a/b"]
 
 
 def test_atomic_save_leaves_no_temp_files(tmp_path: Path) -> None:
-    store = LedgerStore(tmp_path)
-    store.save(Ledger(SRC, TGT))
+    files = LedgerFiles(tmp_path)
+    files.save(Ledger(SRC, TGT))
     assert [p.name for p in (tmp_path / "gcr.io").iterdir()] == ["google-containers.json"]
 
 

@@ -2,7 +2,7 @@
 
 Everything here goes through the command line (in process with CliRunner, or as a subprocess where a signal
 must hit a real process), except the legacy-ledger migration, which the CLI cannot reach with a loopback
-source (LedgerStore only looks for legacy files of gcr.io namespaces); that test drives Mirror directly.
+source (LedgerFiles only looks for legacy files of gcr.io namespaces); that test drives Mirror directly.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from tools.imagefactory import ACCEPT_ALL, derive_seed, make_layer, push_image
 from faultproxy import FaultProxy
 from gcrsync.cli import main
 from gcrsync.engine.plan import SourceSpec
-from gcrsync.ledger import LedgerStore, MetadataRepo
+from gcrsync.ledger import LedgerFiles, MetadataRepo
 from gcrsync.ledger.changelog import short_digest
-from gcrsync.mirror import Mirror, SyncOptions, SyncReport
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.credentials import CredentialStore
 from gcrsync.registry.transport import Transport, TransportOptions
+from gcrsync.sync import Mirror, SyncOptions, SyncReport
 from harness import RegistryServer, skopeo_copy_all, skopeo_digest, unique_repo
 from test_git_metadata import _GitHTTP, commits, git, show
 
@@ -473,9 +473,9 @@ def test_git_token_never_written_anywhere(registry: RegistryServer, registry2: R
 
 def test_legacy_ledger_migrated_by_a_sync(registry: RegistryServer, registry2: RegistryServer,
                                           cli: Gcrsync, tmp_path: Path) -> None:
-    """LedgerStore only looks for legacy files of gcr.io namespaces (the only ones the original tool read), so
+    """LedgerFiles only looks for legacy files of gcr.io namespaces (the only ones the original tool read), so
     `gcrsync sync` with a loopback source leaves such a file alone (shown first, through the CLI). The migration
-    itself runs at the library level: Mirror.run with a LedgerStore that counts the loopback host as a legacy
+    itself runs at the library level: Mirror.run with a LedgerFiles that counts the loopback host as a legacy
     registry. Real registries and real git either way."""
     ns, cli_ns, dest = unique_repo("legacy"), unique_repo("legacy-cli"), unique_repo("legacy-m")
     expected = seed(registry, ns, ["pause", "etcd"], ["1"])
@@ -506,8 +506,8 @@ def test_legacy_ledger_migrated_by_a_sync(registry: RegistryServer, registry2: R
             return await Mirror(client, [spec], SyncOptions(jobs=2), repo).run()
 
     try:
-        repo.store = LedgerStore(repo.workdir, legacy_registries=frozenset({registry.host}))
-        assert repo.store.load(spec.label, spec.target_prefix).get("pause", "1").legacy  # type: ignore[union-attr]
+        repo.ledgers = LedgerFiles(repo.workdir, legacy_registries=frozenset({registry.host}))
+        assert repo.ledgers.load(spec.label, spec.target_prefix).get("pause", "1").legacy  # type: ignore[union-attr]
         with repo.lock():
             report = asyncio.run(mirror())  # not an async test: the CLI above runs its own event loop
             assert report.ok and [a.source for a in report.changes.added] == [f"{registry.host}/{ns}/etcd:1"]

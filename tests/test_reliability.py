@@ -19,10 +19,10 @@ from faultproxy import FaultProxy
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import copy_image
 from gcrsync.engine.plan import SourceSpec
-from gcrsync.mirror import Mirror, SyncOptions, SyncReport
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.credentials import CredentialStore
 from gcrsync.registry.transport import Transport, TransportOptions
+from gcrsync.sync import Mirror, SyncOptions, SyncReport
 from harness import MakeRegistry, RegistryServer, skopeo_digest, skopeo_raw, unique_repo
 
 MAX_SERVES = 4  # no blob may be served (fully or partly) more often than this in one run

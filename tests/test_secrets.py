@@ -27,8 +27,8 @@ from tools.imagefactory import make_layer, push_image, push_index
 
 from gcrsync.cli import main
 from gcrsync.engine.blobs import BlobMover
-from gcrsync.engine.copy import copy_image, first_error
-from gcrsync.errors import AuthError
+from gcrsync.engine.copy import copy_image
+from gcrsync.errors import AuthError, first_error
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.credentials import Credential, CredentialStore
 from gcrsync.registry.transport import Transport, TransportOptions

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,10 @@ from click.testing import CliRunner
 from tools.imagefactory import make_layer, push_image, push_index
 
 from gcrsync.cli import main
-from harness import RegistryServer, skopeo_digest, unique_repo
+from gcrsync.oci import Descriptor, Manifest
+from gcrsync.store import ImageStore
+from gcrsync.sync.endpoints import Endpoints
+from harness import RegistryServer, skopeo_copy_all, skopeo_digest, unique_repo
 
 
 def run_sync(tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
@@ -373,3 +378,108 @@ def test_json_log_lines(registry: RegistryServer, registry2: RegistryServer, tmp
     records = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert any(r["message"].startswith("copied ") for r in records)
+
+
+def _ledger_tags(tmp_path: Path, ns: str) -> dict[str, list[str]]:
+    doc = json.loads(next((tmp_path / "data").rglob(f"{ns}.json")).read_text())
+    return {repo: sorted(tags) for repo, tags in doc["images"].items()}
+
+
+def test_prune_on_an_oci_layout_target(registry: RegistryServer, tmp_path: Path) -> None:
+    ns = unique_repo("ociprune")
+    shared = make_layer(171, 30_000)
+    pusher = registry.pusher()
+    keep, _ = push_image(pusher, f"{ns}/app", "keep", layers=[shared, make_layer(172, 500)], oci=True)
+    gone, _ = push_image(pusher, f"{ns}/app", "gone", layers=[shared, make_layer(173, 700)], oci=True)
+    layout = tmp_path / "mirror" / "app"
+    args = (f"{registry.host}/{ns}", "--dest", f"oci:{tmp_path / 'mirror'}")
+    assert run_sync(tmp_path, *args)[0] == 0
+    blobs = layout / "blobs" / "sha256"
+    before = {p.name for p in blobs.iterdir()}
+    doc = json.loads((blobs / gone.split(":")[1]).read_bytes())
+    shared_hex = __import__("hashlib").sha256(shared).hexdigest()
+    only_gone = {d.split(":")[1] for d in [gone, doc["config"]["digest"], *(x["digest"] for x in doc["layers"])]}
+    only_gone.discard(shared_hex)
+    assert len(only_gone) == 3 and only_gone <= before and shared_hex in before
+    pusher.delete_manifest(f"{ns}/app", gone)
+    code, out, report = run_sync(tmp_path, *args, "--prune")
+    assert code == 0, out
+    removed = [i for i in report["images"] if i["planned"] == "removed"]
+    assert [(i["target"], i["error"]) for i in removed] == [(f"oci:{layout}:gone", None)]
+    index = json.loads((layout / "index.json").read_text())
+    assert [e["annotations"]["org.opencontainers.image.ref.name"] for e in index["manifests"]] == ["keep"]
+    assert {p.name for p in blobs.iterdir()} == before - only_gone  # the shared layer stays for "keep"
+    assert _ledger_tags(tmp_path, ns) == {"app": ["keep"]}
+    # What is left is complete: skopeo reads it and copies it out, verifying every blob.
+    assert skopeo_digest(f"oci:{layout}:keep") == keep
+    skopeo_copy_all(f"oci:{layout}:keep", f"oci:{tmp_path / 'copy'}:keep")
+    assert skopeo_digest(f"oci:{tmp_path / 'copy'}:keep") == keep
+
+
+class WithoutRemoval:
+    """A target store offering the ImageStore interface and no capability at all (so no RemovesTags)."""
+
+    def __init__(self, inner: ImageStore) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def domain(self) -> str:
+        return self.inner.domain
+
+    async def get_manifest(self, ref: str) -> Manifest:
+        return await self.inner.get_manifest(ref)
+
+    async def head_manifest(self, ref: str) -> Descriptor | None:
+        return await self.inner.head_manifest(ref)
+
+    async def put_manifest(self, ref: str, manifest: Manifest) -> None:
+        await self.inner.put_manifest(ref, manifest)
+
+    async def blob_size(self, digest: str) -> int | None:
+        return await self.inner.blob_size(digest)
+
+    def open_blob(self, desc: Descriptor) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        return self.inner.open_blob(desc)
+
+    async def put_blob(self, desc: Descriptor, chunks: AsyncIterator[bytes]) -> None:
+        await self.inner.put_blob(desc, chunks)
+
+    async def mount_blob(self, desc: Descriptor, source: ImageStore) -> bool:
+        return await self.inner.mount_blob(desc, source)
+
+
+def test_prune_refused_for_a_target_without_remove_tags(registry: RegistryServer, make_registry: Any,
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = unique_repo("noprune")
+    pusher = registry.pusher()
+    push_image(pusher, f"{ns}/app", "keep", layers=[make_layer(181, 500)])
+    gone, _ = push_image(pusher, f"{ns}/app", "gone", layers=[make_layer(182, 500)])
+    target: RegistryServer = make_registry()
+    args = (f"{registry.host}/{ns}", "--dest", f"{target.host}/m")
+    assert run_sync(tmp_path, *args)[0] == 0
+    pusher.delete_manifest(f"{ns}/app", gone)
+    original = Endpoints.open
+
+    def open_without_removal(self: Endpoints, location: str) -> ImageStore:
+        store = original(self, location)
+        return WithoutRemoval(store) if location.startswith(target.host) else store
+
+    monkeypatch.setattr(Endpoints, "open", open_without_removal)
+    code, out, report = run_sync(tmp_path, *args, "--prune")
+    assert code == 1, out
+    message = f"prune is not supported for {target.host}/m/app"
+    removed = [i for i in report["images"] if i["planned"] == "removed"]
+    assert [(i["target"], i["error"]) for i in removed] == [(f"{target.host}/m/app:gone", message)]
+    assert message in out
+    assert skopeo_digest(target.ref("m/app", "gone")) == gone  # refused, so still there
+    # The ledger keeps listing what the target still holds, so a run that can prune takes it away.
+    assert _ledger_tags(tmp_path, ns) == {"app": ["gone", "keep"]}
+    monkeypatch.undo()
+    code, out, report = run_sync(tmp_path, *args, "--prune")
+    assert code == 0, out
+    assert target.pusher().request("HEAD", "/v2/m/app/manifests/gone", repo="m/app").status == 404
+    assert _ledger_tags(tmp_path, ns) == {"app": ["keep"]}

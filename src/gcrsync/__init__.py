@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "BlobMover": "gcrsync.engine.blobs",
     "CopyOptions": "gcrsync.engine.copy",
-    "ImageResult": "gcrsync.engine.copy",
+    "ImageResult": "gcrsync.engine.result",
     "copy_image": "gcrsync.engine.copy",
     "Config": "gcrsync.config",
     "load_config": "gcrsync.config",
@@ -47,9 +47,9 @@ _EXPORTS = {
     "Reference": "gcrsync.reference",
     "parse_reference": "gcrsync.reference",
     "parse_location": "gcrsync.reference",
-    "Mirror": "gcrsync.mirror",
-    "SyncOptions": "gcrsync.mirror",
-    "SyncReport": "gcrsync.mirror",
+    "Mirror": "gcrsync.sync",
+    "SyncOptions": "gcrsync.sync",
+    "SyncReport": "gcrsync.sync",
     "SourceSpec": "gcrsync.engine.plan",
     "TagPolicy": "gcrsync.engine.select",
     "MetadataRepo": "gcrsync.ledger.metadata",
@@ -92,19 +92,20 @@ __all__ = [
 if TYPE_CHECKING:
     from gcrsync.config import Config, load_config, parse_config
     from gcrsync.engine.blobs import BlobMover
-    from gcrsync.engine.copy import CopyOptions, ImageResult, copy_image
+    from gcrsync.engine.copy import CopyOptions, copy_image
     from gcrsync.engine.plan import SourceSpec
+    from gcrsync.engine.result import ImageResult
     from gcrsync.engine.select import TagPolicy
     from gcrsync.errors import GcrsyncError
     from gcrsync.layout import LayoutRepository
     from gcrsync.ledger.metadata import MetadataRepo
-    from gcrsync.mirror import Mirror, SyncOptions, SyncReport
     from gcrsync.oci import Descriptor, Manifest, Platform, parse_manifest
     from gcrsync.reference import Reference, parse_location, parse_reference
     from gcrsync.registry.client import RegistryClient, Repository
     from gcrsync.registry.credentials import Credential, CredentialStore
     from gcrsync.registry.transport import Transport, TransportOptions
     from gcrsync.store import ImageStore
+    from gcrsync.sync import Mirror, SyncOptions, SyncReport
 
 
 def __getattr__(name: str) -> Any:

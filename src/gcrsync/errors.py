@@ -49,3 +49,18 @@ class ConfigError(GcrsyncError):
 
 class LedgerError(GcrsyncError):
     """A ledger file or the metadata repository is unusable."""
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The first real error inside (possibly nested) ExceptionGroups from TaskGroup."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for a report or a log: our own errors as they are, anything else with its type name."""
+    exc = first_error(exc)
+    if isinstance(exc, GcrsyncError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

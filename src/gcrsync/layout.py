@@ -7,6 +7,8 @@ Manifests are blobs too; only tagged roots are listed in index.json, children of
 Crash and concurrency safety: every file becomes visible only by an atomic rename of a fully written, fsynced
 temp file (a blob only once its digest verified), and index.json read-modify-write cycles are serialised by an
 asyncio.Lock per layout (coroutines of one process) plus flock on the layout directory (other processes).
+Prune (remove_tag) drops an index entry under the same locks, then deletes only what the removed tag reached
+and no remaining entry reaches.
 All file I/O runs in worker threads so a slow disk never stalls the event loop.
 """
 
@@ -21,12 +23,24 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from gcrsync.errors import DigestMismatch, GcrsyncError, InvalidReference, ManifestError, NotFound
+from gcrsync.layout_io import (
+    CHUNK_SIZE,
+    TMP_PREFIX,
+    atomic_write,
+    finish_file,
+    fsync_dir,
+    hash_file,
+    iter_file,
+    open_read,
+    size_or_none,
+    write_and_hash,
+)
 from gcrsync.oci import (
     MAX_MANIFEST_BYTES,
     OCI_INDEX,
@@ -34,16 +48,15 @@ from gcrsync.oci import (
     Manifest,
     new_hasher,
     parse_manifest,
+    reachable,
     validate_digest,
 )
 from gcrsync.store import ImageStore
 
-CHUNK_SIZE = 1 << 20  # read/write granularity: one thread hop per MiB keeps overhead negligible
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE_CONTENT = b'{"imageLayoutVersion":"1.0.0"}'
 _LAYOUT_VERSION_RE = re.compile(r"^1\.\d+\.\d+$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_TMP_PREFIX = ".tmp-"
 
 # asyncio.Lock binds to the loop that first waits on it, so locks are kept per running loop (tests and
 # tools may run several loops one after another); within a loop there is one lock per resolved layout path.
@@ -69,69 +82,6 @@ def _classify(ref: str) -> tuple[bool, str]:
     if not _TAG_RE.match(ref):
         raise InvalidReference(f"invalid tag {ref[:80]!r}")
     return False, ref
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename itself is only durable once the directory entry is on disk.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes, *, overwrite: bool = True) -> None:
-    """Write data to path via a fsynced temp file; with overwrite=False an existing file wins."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            with suppress(FileExistsError):  # link never replaces: a concurrent creator's file is kept
-                os.link(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def _size_or_none(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return None
-
-
-def _open_read(path: Path) -> BinaryIO:
-    return path.open("rb")
-
-
-def _write_and_hash(f: BinaryIO, hasher: Any, data: bytes) -> None:
-    hasher.update(data)  # hashlib releases the GIL on large buffers, so this runs truly in parallel
-    f.write(data)
-
-
-def _finish_file(f: BinaryIO) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-
-
-def _hash_file(path: Path, digest: str) -> str:
-    hasher = new_hasher(digest)
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            hasher.update(chunk)
-    return f"{hasher.name}:{hasher.hexdigest()}"
-
-
-async def _iter_file(f: BinaryIO) -> AsyncGenerator[bytes, None]:
-    while chunk := await asyncio.to_thread(f.read, CHUNK_SIZE):
-        yield chunk
 
 
 def _entry_tag(entry: dict[str, Any]) -> str | None:
@@ -241,8 +191,8 @@ class LayoutRepository:
                     raise GcrsyncError(f"{self.name}: cannot create layout: {exc.strerror}") from None
                 empty = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
                 # index.json first: oci-layout is the marker that the layout is complete.
-                _atomic_write(self._root / "index.json", json.dumps(empty).encode(), overwrite=False)
-                _atomic_write(self._root / "oci-layout", LAYOUT_FILE_CONTENT, overwrite=False)
+                atomic_write(self._root / "index.json", json.dumps(empty).encode(), overwrite=False)
+                atomic_write(self._root / "oci-layout", LAYOUT_FILE_CONTENT, overwrite=False)
         self._ensured = True
 
     def _read_manifest(self, ref: str) -> Manifest:
@@ -255,7 +205,7 @@ class LayoutRepository:
                 raise NotFound(f"{self.name}: no tag {value!r}")
             digest, media_type, size = desc.digest, desc.media_type or None, desc.size
         path = self._blob_path(digest)
-        actual_size = _size_or_none(path)
+        actual_size = size_or_none(path)
         if actual_size is None:
             raise NotFound(f"{self.name}: manifest {digest} not found")
         if actual_size > MAX_MANIFEST_BYTES:
@@ -273,7 +223,7 @@ class LayoutRepository:
         if not is_digest:
             desc = self._tagged(value)
             # A tag whose blob is gone is reported absent so a copy repairs it instead of skipping it.
-            if desc is None or _size_or_none(self._blob_path(desc.digest)) != desc.size:
+            if desc is None or size_or_none(self._blob_path(desc.digest)) != desc.size:
                 return None
             if desc.media_type:
                 return Descriptor(desc.media_type, desc.digest, desc.size)
@@ -287,13 +237,13 @@ class LayoutRepository:
         self._ensure_layout()
         # Like a registry, refuse a manifest whose content is missing: the layout would be unusable.
         for desc in (*manifest.children, *manifest.blobs):
-            if not desc.foreign and _size_or_none(self._blob_path(desc.digest)) is None:
+            if not desc.foreign and size_or_none(self._blob_path(desc.digest)) is None:
                 raise NotFound(f"{self.name}: {manifest.digest} references missing {desc.digest}")
         path = self._blob_path(manifest.digest)
-        if _size_or_none(path) == len(manifest.raw):
+        if size_or_none(path) == len(manifest.raw):
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, manifest.raw)
+        atomic_write(path, manifest.raw)
 
     def _set_tag(self, tag: str, manifest: Manifest) -> None:
         entry = {
@@ -302,31 +252,69 @@ class LayoutRepository:
             "size": len(manifest.raw),
             "annotations": {REF_NAME: tag},
         }
-        fd = os.open(self._root, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # other processes; coroutines of ours are serialised already
+        with self._flocked():
             doc = self._load_index()
             if doc is None:
                 raise GcrsyncError(f"{self.name}: the layout disappeared while writing")
             doc["manifests"] = [e for e in doc["manifests"] if _entry_tag(e) != tag] + [entry]
-            _atomic_write(self._root / "index.json", json.dumps(doc, separators=(",", ":")).encode())
+            self._write_index(doc)
+
+    @contextmanager
+    def _flocked(self) -> Iterator[None]:
+        """Other processes' index.json read-modify-write cycles wait (ours are serialised by the asyncio lock)."""
+        fd = os.open(self._root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
         finally:
             os.close(fd)  # releases the flock
 
+    def _write_index(self, doc: dict[str, Any]) -> None:
+        atomic_write(self._root / "index.json", json.dumps(doc, separators=(",", ":")).encode())
+
+    def _remove_tag(self, tag: str, digest: str) -> bool:
+        if not self._root.is_dir():
+            return False  # no layout at all, so no tag either
+        with self._flocked():
+            doc = self._load_index()
+            entries = doc["manifests"] if doc else []
+            tagged = [e for e in entries if _entry_tag(e) == tag]
+            if doc is None or not tagged or any(e.get("digest") != digest for e in tagged):
+                return False  # not there, or moved on to other content since the plan: leave it alone
+            doc["manifests"] = [e for e in entries if _entry_tag(e) != tag]
+            self._write_index(doc)
+            # Only content the removed tag reached is considered: blobs of a copy still in progress (not
+            # referenced by index.json yet) or put there by other tools are never touched.
+            kept = reachable([(e["digest"], e.get("mediaType")) for e in doc["manifests"]], self._manifest_bytes)
+            if kept is None:  # some remaining manifest could not be read: keep everything rather than guess
+                return True
+            for unused in (reachable([(digest, tagged[0].get("mediaType"))], self._manifest_bytes) or set()) - kept:
+                with suppress(FileNotFoundError):
+                    self._blob_path(unused).unlink()
+        return True
+
+    def _manifest_bytes(self, digest: str) -> bytes | None:
+        """A blob read as a possible manifest: None when absent, b"" (unparseable) when too large for one."""
+        path = self._blob_path(digest)
+        size = size_or_none(path)
+        if size is None:
+            return None
+        return path.read_bytes() if size <= MAX_MANIFEST_BYTES else b""
+
     def _link_from(self, desc: Descriptor, source: LayoutRepository) -> bool:
         target = self._blob_path(desc.digest)
-        if _size_or_none(target) is not None and (desc.size < 0 or _size_or_none(target) == desc.size):
+        if size_or_none(target) is not None and (desc.size < 0 or size_or_none(target) == desc.size):
             return True
         origin = source._blob_path(desc.digest)
-        size = _size_or_none(origin)
+        size = size_or_none(origin)
         if size is None or (desc.size >= 0 and size != desc.size):
             return False
         # Hashing is a read only (cheaper than the copy it saves) and keeps "visible means verified" true.
-        if _hash_file(origin, desc.digest) != desc.digest:
+        if hash_file(origin, desc.digest) != desc.digest:
             return False
         self._ensure_layout()
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f"{_TMP_PREFIX}link-{uuid.uuid4().hex}"
+        tmp = target.parent / f"{TMP_PREFIX}link-{uuid.uuid4().hex}"
         try:
             os.link(origin, tmp)
             os.replace(tmp, target)
@@ -363,16 +351,16 @@ class LayoutRepository:
                 await asyncio.to_thread(self._set_tag, value, manifest)
 
     async def blob_size(self, digest: str) -> int | None:
-        return await asyncio.to_thread(_size_or_none, self._blob_path(digest))
+        return await asyncio.to_thread(size_or_none, self._blob_path(digest))
 
     @asynccontextmanager
     async def open_blob(self, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
         path = self._blob_path(desc.digest)
         try:
-            f = await asyncio.to_thread(_open_read, path)
+            f = await asyncio.to_thread(open_read, path)
         except FileNotFoundError:
             raise NotFound(f"{self.name}: blob {desc.digest} not found") from None
-        chunks = _iter_file(f)
+        chunks = iter_file(f)
         try:
             yield chunks
         finally:
@@ -386,12 +374,12 @@ class LayoutRepository:
         """
         path = self._blob_path(desc.digest)
         hasher = new_hasher(desc.digest)
-        existing = await asyncio.to_thread(_size_or_none, path)
+        existing = await asyncio.to_thread(size_or_none, path)
         if existing is not None and (desc.size < 0 or existing == desc.size):
             return
         await asyncio.to_thread(self._ensure_layout)
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        fd, tmp = await asyncio.to_thread(tempfile.mkstemp, dir=path.parent, prefix=_TMP_PREFIX)
+        fd, tmp = await asyncio.to_thread(tempfile.mkstemp, dir=path.parent, prefix=TMP_PREFIX)
         f = os.fdopen(fd, "wb")
         committed = False
         try:
@@ -403,10 +391,10 @@ class LayoutRepository:
                     raise DigestMismatch(f"{self.name}: blob {desc.digest} is longer than {desc.size} bytes")
                 pending += chunk
                 if len(pending) >= CHUNK_SIZE:
-                    await asyncio.to_thread(_write_and_hash, f, hasher, bytes(pending))
+                    await asyncio.to_thread(write_and_hash, f, hasher, bytes(pending))
                     pending.clear()
-            await asyncio.to_thread(_write_and_hash, f, hasher, bytes(pending))
-            await asyncio.to_thread(_finish_file, f)
+            await asyncio.to_thread(write_and_hash, f, hasher, bytes(pending))
+            await asyncio.to_thread(finish_file, f)
             actual = f"{hasher.name}:{hasher.hexdigest()}"
             if desc.size >= 0 and total != desc.size:
                 raise DigestMismatch(f"{self.name}: blob {desc.digest} is {total} bytes, not {desc.size}")
@@ -414,7 +402,7 @@ class LayoutRepository:
                 raise DigestMismatch(f"{self.name}: blob bytes hash to {actual}, not {desc.digest}")
             await asyncio.to_thread(os.replace, tmp, path)
             committed = True
-            await asyncio.to_thread(_fsync_dir, path.parent)
+            await asyncio.to_thread(fsync_dir, path.parent)
         finally:
             # Synchronous on purpose: it must also run when the task is being cancelled.
             f.close()
@@ -430,3 +418,17 @@ class LayoutRepository:
 
     async def list_tags(self) -> list[str]:
         return await asyncio.to_thread(self._tags)
+
+    async def remove_tag(self, tag: str, digest: str) -> bool:
+        """RemovesTags: drop the tag's index.json entry, then the manifests and blobs only it kept alive.
+
+        False, and nothing deleted, when the tag is absent or points at another digest. Another tag on the
+        same digest keeps all of it. Do not prune a layout another process is writing into at the same time:
+        a blob it found present and is about to reference could go (as with a registry's garbage collection).
+        """
+        is_digest, value = _classify(tag)
+        if is_digest:
+            raise InvalidReference(f"{self.name}: remove_tag takes a tag, not the digest {value[:80]!r}")
+        validate_digest(digest)
+        async with _index_lock(self._root):
+            return await asyncio.to_thread(self._remove_tag, value, digest)

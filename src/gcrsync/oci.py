@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +231,35 @@ def parse_manifest(raw: bytes, header_type: str | None = None, expected_digest: 
         subject=subject,
         extra=doc,
     )
+
+
+def reachable(roots: list[tuple[str, str | None]], read: Callable[[str], bytes | None]) -> set[str] | None:
+    """Every digest the manifests `roots` ((digest, media type) pairs) reach, themselves included: index
+    children, config and layers (foreign ones excepted) and a referrer's subject.
+
+    `read(digest)` gives a manifest's bytes, or None when the blob is absent (it then reaches nothing: a
+    subject kept elsewhere, a child another tool left out). Returns None when a manifest that is present
+    cannot be parsed, because what it references is then unknown: a caller deleting content keeps it all.
+    """
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        digest, media_type = stack.pop()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        raw = read(digest)
+        if raw is None:
+            continue
+        try:
+            manifest = parse_manifest(raw, media_type, expected_digest=digest)
+        except ManifestError:
+            return None
+        seen.update(b.digest for b in manifest.blobs if not b.foreign)
+        stack.extend((c.digest, c.media_type or None) for c in manifest.children)
+        if manifest.subject is not None:
+            stack.append((manifest.subject.digest, manifest.subject.media_type or None))
+    return seen
 
 
 def schema1_payload(raw: bytes, doc: dict[str, Any]) -> bytes:

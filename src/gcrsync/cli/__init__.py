@@ -1,7 +1,7 @@
 """The `gcrsync` command: a thin click layer; each command lives in its own module.
 
 Commands are imported only when they run (a lazy group): `gcrsync copy` should not pay for pydantic,
-git or the audit code at start-up, since scheduled jobs start the process many times a day.
+git or the sync package at start-up, since scheduled jobs start the process many times a day.
 """
 
 from __future__ import annotations

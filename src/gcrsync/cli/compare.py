@@ -6,12 +6,12 @@ import json
 
 import click
 
-from gcrsync.audit import compare, rebuild_ledger
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import open_metadata
 from gcrsync.cli.sources import SourceArgs, source_options
 from gcrsync.ledger import Ledger
-from gcrsync.mirror import Mirror, SyncOptions
+from gcrsync.sync import Mirror, SyncOptions
+from gcrsync.sync.compare import compare, rebuild_ledger
 
 
 @click.command("compare")
@@ -36,7 +36,7 @@ async def compare_command(args: SourceArgs, write: bool, as_json: bool) -> None:
     repo = open_metadata(config.metadata, args.metadata)
     try:
         with repo.lock():
-            ledgers: dict[str, Ledger] = {s.label: repo.store.load(s.label, s.target_prefix) for s in specs}
+            ledgers: dict[str, Ledger] = {s.label: repo.ledgers.load(s.label, s.target_prefix) for s in specs}
             async with registry_client_for(config, args.transport(), creds) as client:
                 mirror = Mirror(client, specs, options, repo)
                 plan, results = await compare(mirror, ledgers)
@@ -44,7 +44,7 @@ async def compare_command(args: SourceArgs, write: bool, as_json: bool) -> None:
             if write:
                 for cmp in results:
                     if cmp.error is None:
-                        repo.store.save(rebuild_ledger(ledgers[cmp.source], cmp, plan))
+                        repo.ledgers.save(rebuild_ledger(ledgers[cmp.source], cmp, plan))
                 commit = repo.publish(config.metadata.message + " (ledger rebuilt by compare)")
     finally:
         repo.close()

@@ -11,9 +11,9 @@ from gcrsync.cli.settings import credential_store, load, parse_creds
 from gcrsync.cli.settings import transport_options as settings_transport
 from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.engine.blobs import BlobMover
-from gcrsync.engine.copy import CopyOptions, copy_image, first_error
+from gcrsync.engine.copy import CopyOptions, copy_image
 from gcrsync.engine.endpoints import open_store, ref_of
-from gcrsync.errors import GcrsyncError
+from gcrsync.errors import GcrsyncError, first_error
 from gcrsync.oci import Platform
 from gcrsync.reference import Reference, parse_location
 from gcrsync.registry.credentials import Credential

@@ -10,8 +10,8 @@ from gcrsync.cli.common import registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import credential_store, load, transport_options
 from gcrsync.config import Discovery
 from gcrsync.engine.plan import SourceSpec
-from gcrsync.mirror import Mirror, SyncOptions
 from gcrsync.reference import split_namespace
+from gcrsync.sync import Mirror, SyncOptions
 
 
 @click.command("list")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from gcrsync.audit import load_last_run, prometheus_text
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import (
     open_metadata,
@@ -17,8 +16,10 @@ from gcrsync.cli.settings import (
 )
 from gcrsync.cli.sources import SourceArgs, source_options
 from gcrsync.ledger import Ledger
-from gcrsync.ledger.store import atomic_write
-from gcrsync.mirror import Mirror, SyncOptions
+from gcrsync.ledger.files import atomic_write
+from gcrsync.sync import Mirror, SyncOptions
+from gcrsync.sync.last_run import load_last_run
+from gcrsync.sync.metrics import prometheus_text
 
 
 @click.command("monitor")
@@ -50,7 +51,7 @@ async def monitor_command(
         while True:
             repo = open_metadata(config.metadata, args.metadata)
             try:
-                ledgers: dict[str, Ledger] = {s.label: repo.store.load(s.label, s.target_prefix) for s in specs}
+                ledgers: dict[str, Ledger] = {s.label: repo.ledgers.load(s.label, s.target_prefix) for s in specs}
             finally:
                 repo.close()
             options = SyncOptions(query_jobs=args.query_limit, dry_run=True,

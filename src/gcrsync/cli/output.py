@@ -12,8 +12,8 @@ from rich.table import Table
 from gcrsync.engine.plan import Plan, PlanItem
 
 if TYPE_CHECKING:
-    from gcrsync.engine.copy import ImageResult
-    from gcrsync.mirror import SyncReport
+    from gcrsync.engine.result import ImageResult
+    from gcrsync.sync import SyncReport
 
 
 def stdout() -> Console:
@@ -111,6 +111,8 @@ def print_summary(report: SyncReport) -> None:
                           f"{res.blobs_copied}/{res.blobs_mounted}/{res.blobs_skipped}", res.error or "")
         console.print(table)
     _namespace_errors(report)
+    for item in report.prune_failed:
+        console.print(f"not pruned {item.target}: {item.error}")
     data = report.to_json()["totals"]
     counts = report.plan.counts()
     failed = len(report.outcome.failed)
@@ -118,7 +120,8 @@ def print_summary(report: SyncReport) -> None:
     console.print(
         f"synced {len(report.outcome.results) - failed - skipped} images ({human_bytes(data['bytes_copied'])}), "
         f"{counts['unchanged']} unchanged, {failed + counts['error']} failed, {counts['removed']} removed upstream"
-        + (f", {skipped} skipped (platform)" if skipped else "") + "; "
+        + (f", {skipped} skipped (platform)" if skipped else "")
+        + (f", {len(report.prune_failed)} not pruned" if report.prune_failed else "") + "; "
         f"{report.requests} requests, {report.retries} retries, {report.duration:.1f}s"
         + (f"; metadata commit {report.commit[:12]}" if report.commit else "")
     )

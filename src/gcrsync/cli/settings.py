@@ -145,10 +145,6 @@ def transport_options(config: Config, *, timeout: float | None = None, proxy: st
                             proxy=proxy or config.proxy, host_policies=policies)
 
 
-def chunked_hosts(config: Config) -> list[str]:
-    return [host for host, reg in config.registries.items() if reg.chunked_upload]
-
-
 def open_metadata(meta: MetadataConfig, location: str | None) -> MetadataRepo:
     """The metadata repository: --metadata, else `metadata.location`, else the user's data directory."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gcrsync" / "metadata"

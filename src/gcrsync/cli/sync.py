@@ -11,14 +11,14 @@ from pathlib import Path
 
 import click
 
-from gcrsync.audit import save_last_run
 from gcrsync.cli import output
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import open_metadata, parse_duration
 from gcrsync.cli.sources import SourceArgs, source_options
 from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.ledger import MetadataRepo, PushFailed
-from gcrsync.mirror import Mirror, SyncOptions, SyncReport
+from gcrsync.sync import Mirror, SyncOptions, SyncReport
+from gcrsync.sync.last_run import save_last_run
 
 log = logging.getLogger("gcrsync")
 

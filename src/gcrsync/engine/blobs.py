@@ -11,16 +11,13 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
 
 from gcrsync.engine.blobcache import BlobLocations
+from gcrsync.engine.result import ImageResult
 from gcrsync.errors import DigestMismatch, GcrsyncError, RegistryError
 from gcrsync.oci import Descriptor, new_hasher
 from gcrsync.registry.transport import RETRY_STATUSES
 from gcrsync.store import CountsRequests, ImageStore, OpensSiblings
-
-if TYPE_CHECKING:
-    from gcrsync.engine.copy import ImageResult
 
 log = logging.getLogger("gcrsync.blobs")
 
@@ -103,6 +100,7 @@ class BlobMover:
     def _remember(self, store: ImageStore, digest: str) -> None:
         if (store.name, digest) in self._present:
             return
+        # Only a place that can reopen a sibling by name can use the hint in a later run.
         if self.locations is not None and isinstance(store, OpensSiblings):
             self.locations.add(store.domain, digest, store.repository)
         self._present.add((store.name, digest))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gcrsync.engine.blobs import BlobMover, verified
+from gcrsync.engine.result import ImageResult
 from gcrsync.errors import GcrsyncError, ManifestError
 from gcrsync.oci import IMAGE_TYPES, Manifest, Platform, filter_index
 from gcrsync.store import ImageStore
@@ -21,23 +22,6 @@ from gcrsync.store import ImageStore
 log = logging.getLogger("gcrsync.copy")
 
 MAX_INDEX_DEPTH = 4  # index → index → manifest is the deepest seen in the wild; more is abuse or a loop
-
-
-@dataclass
-class ImageResult:
-    source: str
-    target: str
-    digest: str = ""  # digest now at the target tag
-    source_digest: str = ""  # digest of the source tag (differs from digest only when platforms were filtered)
-    media_type: str = ""
-    state: str = "copied"  # copied | unchanged | skipped (platform not wanted) | failed
-    blobs_copied: int = 0
-    blobs_mounted: int = 0
-    blobs_skipped: int = 0
-    bytes_copied: int = 0
-    manifests_pushed: int = 0
-    error: str | None = None
-    platforms: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -167,22 +151,3 @@ async def _copy_child(
 def _ref_text(store: ImageStore, ref: str) -> str:
     sep = "@" if ":" in ref and ref.split(":", 1)[0] in ("sha256", "sha512") else ":"
     return f"{store.name}{sep}{ref}"
-
-
-def first_error(exc: BaseException) -> BaseException:
-    """The first real error inside (possibly nested) ExceptionGroups from TaskGroup."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-def error_text(exc: BaseException) -> str:
-    exc = first_error(exc)
-    if isinstance(exc, GcrsyncError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-async def aiter_bytes(data: bytes, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), chunk):
-        yield data[i : i + chunk]

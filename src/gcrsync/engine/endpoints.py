@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from gcrsync.layout import LayoutRepository
 from gcrsync.reference import LayoutReference, Reference
-from gcrsync.registry.client import RegistryClient
 from gcrsync.store import ImageStore
 
 
-def open_store(client: RegistryClient, location: Reference | LayoutReference, *, create: bool) -> ImageStore:
+class OpensRepositories(Protocol):
+    """What the engine needs from a registry client (gcrsync.registry.RegistryClient): typed by shape, so
+    the engine depends on the store interface and never on the HTTP client it is being built against."""
+
+    def repository(self, host: str, repository: str) -> ImageStore: ...
+
+
+def open_store(client: OpensRepositories, location: Reference | LayoutReference, *, create: bool) -> ImageStore:
     if isinstance(location, LayoutReference):
         return LayoutRepository(Path(location.path), create=create)
     return client.repository(location.registry, location.repository)

@@ -15,6 +15,7 @@ from typing import Literal
 
 from gcrsync.engine.naming import detect_collisions, map_name
 from gcrsync.engine.select import TagPolicy, select_tags
+from gcrsync.errors import error_text
 from gcrsync.oci import Platform
 from gcrsync.registry.discovery import DiscoveredRepo, Method
 from gcrsync.store import ImageStore
@@ -119,7 +120,6 @@ def check_collisions(items: Iterable[PlanItem]) -> None:
 
 
 LedgerLookup = Callable[[PlanItem], "tuple[str, str | None] | None"]  # → (target digest, source digest)
-StoreOpener = Callable[[str], ImageStore]
 
 
 async def resolve_digests(
@@ -170,8 +170,6 @@ async def resolve_digests(
                 same = item.target_digest == item.source_digest
             item.state = "unchanged" if same else "changed"
         except Exception as exc:  # one bad tag must not sink the plan; reported per item
-            from gcrsync.engine.copy import error_text
-
             item.state, item.error = "error", error_text(exc)
 
     await asyncio.gather(*(bounded(one(i)) for i in items))

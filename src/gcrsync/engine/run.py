@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gcrsync.engine.blobs import BlobMover
-from gcrsync.engine.copy import CopyOptions, ImageResult, PlatformMismatch, copy_image, error_text
+from gcrsync.engine.copy import CopyOptions, PlatformMismatch, copy_image
 from gcrsync.engine.plan import PlanItem
-from gcrsync.errors import GcrsyncError
+from gcrsync.engine.result import ImageResult
+from gcrsync.errors import GcrsyncError, error_text
 from gcrsync.oci import Platform
 from gcrsync.store import ImageStore
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from gcrsync.ledger.changelog import Added, Failed, Removed, RunChanges, Updated, prepend, render_block
+from gcrsync.ledger.files import FORMAT, Entry, Ledger, LedgerFiles
 from gcrsync.ledger.git import Git, strip_userinfo
 from gcrsync.ledger.metadata import MetadataRepo, PushFailed, default_metadata_dir
-from gcrsync.ledger.store import FORMAT, Entry, Ledger, LedgerStore
 
 __all__ = [
     "FORMAT",
@@ -14,7 +14,7 @@ __all__ = [
     "Failed",
     "Git",
     "Ledger",
-    "LedgerStore",
+    "LedgerFiles",
     "MetadataRepo",
     "PushFailed",
     "Removed",

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gcrsync.errors import LedgerError
-from gcrsync.ledger.store import atomic_write
+from gcrsync.ledger.files import atomic_write
 
 HEADER = (
     "# Changelog\n"

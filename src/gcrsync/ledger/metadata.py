@@ -29,9 +29,9 @@ from pathlib import Path
 
 from gcrsync.errors import LedgerError
 from gcrsync.ledger import changelog
+from gcrsync.ledger.files import TMP_PREFIX, Ledger, LedgerFiles, atomic_write
 from gcrsync.ledger.git import Git, strip_userinfo
 from gcrsync.ledger.lock import RepoLocked, pid_lock
-from gcrsync.ledger.store import TMP_PREFIX, Ledger, LedgerStore, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class MetadataRepo:
         self.branch = branch
         self.owned = owned  # we created this clone: every change in it is ours to commit or reset
         self.has_remote = has_remote
-        self.store = LedgerStore(workdir)
+        self.ledgers = LedgerFiles(workdir)
 
     def __repr__(self) -> str:
         mode = "plain" if self.git is None else ("clone" if self.owned else "work tree")
@@ -309,7 +309,7 @@ class MetadataRepo:
             if content is None:
                 with contextlib.suppress(FileNotFoundError):
                     full.unlink()
-            elif self.store.source_for(path) is not None and full.is_file():
+            elif self.ledgers.source_for(path) is not None and full.is_file():
                 atomic_write(full, self._merge_ledger_text(path, content, full.read_text(encoding="utf-8")))
             else:
                 atomic_write(full, content)
@@ -360,7 +360,7 @@ class MetadataRepo:
         if self.owned:
             git.run("add", "-A")
         else:
-            paths = [self.changelog_path, *sorted(self.store.written)]
+            paths = [self.changelog_path, *sorted(self.ledgers.written)]
             specs = [str(p.relative_to(self.workdir)) for p in paths
                      if p.exists() or git.probe("ls-files", "--error-unmatch", "--", str(p)) is not None]
             if not specs:

@@ -39,7 +39,7 @@ def is_tag(tag: str) -> bool:
     return bool(_TAG_RE.fullmatch(tag))
 
 
-def _is_host(host: str) -> bool:
+def is_host(host: str) -> bool:
     # Like docker's reference grammar: a registry host has a dot or a port, or is localhost. Requiring this
     # keeps namespaces() from mistaking unrelated root files (or legacy ledgers) for namespaces.
     return bool(_HOST_RE.match(host)) and ("." in host or ":" in host or host == "localhost")
@@ -147,7 +147,7 @@ class Ledger:
         self.source = source
         self.target = target
         self.images: dict[str, dict[str, Entry]] = images or {}
-        self.legacy_path: Path | None = None  # set by LedgerStore.load when migrated; deleted on save
+        self.legacy_path: Path | None = None  # set by LedgerFiles.load when migrated; deleted on save
 
     def __repr__(self) -> str:
         return f"Ledger({self.source!r} -> {self.target!r}, {len(self)} tags)"
@@ -202,7 +202,8 @@ class Ledger:
                             source_digest=src, platforms=plats)
                 result = "updated"
         except ValidationError as exc:
-            raise LedgerError(f"cannot record {repo}:{tag} in ledger {self.source}: {_one_line(exc)}") from None
+            reason = validation_message(exc)
+            raise LedgerError(f"cannot record {repo}:{tag} in ledger {self.source}: {reason}") from None
         self.images.setdefault(repo, {})[tag] = new
         return result
 
@@ -290,12 +291,13 @@ class Ledger:
                 try:
                     entry = Entry.model_validate(raw)
                 except ValidationError as exc:
-                    raise LedgerError(f"{where}: {repo[:80]}:{tag}: {_one_line(exc)}") from None
+                    raise LedgerError(f"{where}: {repo[:80]}:{tag}: {validation_message(exc)}") from None
                 ledger.images.setdefault(repo, {})[tag] = entry
         return ledger
 
 
-def _one_line(exc: ValidationError) -> str:
+def validation_message(exc: ValidationError) -> str:
+    """The first validation error as one short line: a bad ledger file must not flood the terminal."""
     err = exc.errors()[0]
     loc = " ".join(".".join(str(part)[:40] for part in err["loc"]).split())  # extra keys come from the file
     msg = str(err["msg"]).splitlines()[0]

@@ -1,22 +1,19 @@
-"""What the target really holds versus the source and the ledger (`compare`, `monitor`).
+"""What the target really holds versus the source and the ledger (`gcrsync compare`).
 
-`compare` is the original tool's bootstrap: it asks the target registry (HEADs) instead of trusting any
-record, and `--write` rebuilds the ledger from what it found. `monitor` counts what a sync would do.
+`compare` is the original tool's bootstrap: it asks the target (HEADs) instead of trusting any record, and
+`--write` rebuilds the ledger from what it found (rebuild_ledger).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from gcrsync.engine.plan import Plan, PlanItem
 from gcrsync.ledger import Ledger
-from gcrsync.ledger.store import atomic_write
-from gcrsync.mirror import Mirror, NamespaceResult
+from gcrsync.sync.mirror import Mirror
+from gcrsync.sync.report import NamespaceResult
 
 
 @dataclass
@@ -93,52 +90,3 @@ def rebuild_ledger(ledger: Ledger, comparison: NamespaceComparison, plan: Plan) 
         fresh.record(item.rel, item.tag, digest=item.target_digest, target_ref=item.target,
                      media_type=old.media_type if old and old.digest == item.target_digest else None, now=now)
     return fresh
-
-
-# -- the last run's failures, for `monitor` ---------------------------------------------------------
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "gcrsync"
-
-
-def save_last_run(failed_by_namespace: dict[str, int]) -> None:
-    path = state_dir() / "last-run.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "failed": failed_by_namespace}
-    atomic_write(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
-
-
-def load_last_run() -> dict[str, int]:
-    try:
-        doc = json.loads((state_dir() / "last-run.json").read_text())
-        failed = doc.get("failed", {}) if isinstance(doc, dict) else {}
-        return {str(k): int(v) for k, v in failed.items() if isinstance(v, int)}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-# -- Prometheus text format -------------------------------------------------------------------------
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def prometheus_text(rows: list[dict[str, Any]], checked_at: float) -> str:
-    lines = [
-        "# HELP gcrsync_tags Tags per source namespace by sync state.",
-        "# TYPE gcrsync_tags gauge",
-    ]
-    for row in rows:
-        for state in ("synced", "pending_new", "pending_changed", "failed_last_run"):
-            lines.append(f'gcrsync_tags{{namespace="{_label(row["namespace"])}",state="{state}"}} {row[state]}')
-    lines += [
-        "# HELP gcrsync_listing_ok 1 if the namespace could be listed at the last check, else 0.",
-        "# TYPE gcrsync_listing_ok gauge",
-    ]
-    for row in rows:
-        lines.append(f'gcrsync_listing_ok{{namespace="{_label(row["namespace"])}"}} {0 if row["error"] else 1}')
-    lines += [
-        "# HELP gcrsync_last_check_timestamp_seconds When the monitor last checked.",
-        "# TYPE gcrsync_last_check_timestamp_seconds gauge",
-        f"gcrsync_last_check_timestamp_seconds {checked_at:.3f}",
-    ]
-    return "\n".join(lines) + "\n"

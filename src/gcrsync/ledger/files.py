@@ -30,16 +30,16 @@ from gcrsync.ledger.model import (
     TMP_PREFIX,
     Entry,
     Ledger,
-    _is_host,
-    _one_line,
     format_time,
+    is_host,
     is_repo_name,
     is_tag,
+    validation_message,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "MAX_PREVIOUS_DIGESTS", "TMP_PREFIX", "Entry", "Ledger", "LedgerStore", "atomic_write",
+__all__ = ["FORMAT", "MAX_PREVIOUS_DIGESTS", "TMP_PREFIX", "Entry", "Ledger", "LedgerFiles", "atomic_write",
            "format_time", "is_repo_name", "is_tag", "split_source"]
 
 def split_source(source: str) -> tuple[str, str]:
@@ -47,7 +47,7 @@ def split_source(source: str) -> tuple[str, str]:
     if not isinstance(source, str) or "\x00" in source or source.startswith("/") or not source:
         raise LedgerError(f"invalid namespace {str(source)[:80]!r}: not a registry/namespace path")
     host, _, path = source.partition("/")
-    if not _is_host(host):
+    if not is_host(host):
         raise LedgerError(f"invalid namespace {source[:80]!r}: {host[:80]!r} is not a registry host")
     if path and not is_repo_name(path):
         raise LedgerError(f"invalid namespace {source[:80]!r}: path components must be lowercase "
@@ -78,7 +78,7 @@ def atomic_write(path: Path, text: str) -> None:
             os.close(dfd)
 
 
-class LedgerStore:
+class LedgerFiles:
     """Ledger files under one metadata repository root."""
 
     def __init__(self, root: Path, *, legacy_registries: frozenset[str] = LEGACY_REGISTRIES) -> None:
@@ -145,7 +145,7 @@ class LedgerStore:
             try:
                 entry = Entry(digest=None, target=f"{target}/{repo}:{tag}", legacy=True)
             except ValidationError as exc:  # e.g. a name too long for an image reference
-                raise LedgerError(f"{name}: legacy entry {item[:80]!r}: {_one_line(exc)}") from None
+                raise LedgerError(f"{name}: legacy entry {item[:80]!r}: {validation_message(exc)}") from None
             ledger.images.setdefault(repo, {})[tag] = entry
         ledger.legacy_path = legacy
         log.warning("migrating legacy ledger %s (%d tags) to %s", name, len(ledger),

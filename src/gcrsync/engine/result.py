@@ -1,0 +1,26 @@
+"""What one image copy did: the record the run, the ledger and the report are built from.
+
+Its own module because both the graph copy (engine.copy) and the blob mover (engine.blobs) fill it in,
+and the copy imports the mover: keeping it here keeps the two free of an import cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ImageResult:
+    source: str
+    target: str
+    digest: str = ""  # digest now at the target tag
+    source_digest: str = ""  # digest of the source tag (differs from digest only when platforms were filtered)
+    media_type: str = ""
+    state: str = "copied"  # copied | unchanged | skipped (platform not wanted) | failed
+    blobs_copied: int = 0
+    blobs_mounted: int = 0
+    blobs_skipped: int = 0
+    bytes_copied: int = 0
+    manifests_pushed: int = 0
+    error: str | None = None
+    platforms: list[str] = field(default_factory=list)

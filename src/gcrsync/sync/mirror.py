@@ -1,0 +1,106 @@
+"""A whole sync, end to end: plan → run → record → prune → report (Mirror).
+
+This is the library entry point the `sync`, `compare`, `monitor` and `list` commands share. Each step
+lives in its own module; this one only puts them in order and feeds the Recorder what happened, so the
+ledger rules (sync.recorder) and the prune rules (sync.prune) each have exactly one home.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from gcrsync.engine.blobs import BlobMover
+from gcrsync.engine.plan import Plan, PlanItem, SourceSpec
+from gcrsync.engine.result import ImageResult
+from gcrsync.engine.run import execute
+from gcrsync.ledger import Ledger, MetadataRepo
+from gcrsync.registry.client import RegistryClient
+from gcrsync.registry.discovery import DiscoveredRepo
+from gcrsync.sync.endpoints import Endpoints
+from gcrsync.sync.options import SyncOptions
+from gcrsync.sync.planning import discover_namespace, make_plan
+from gcrsync.sync.prune import prune
+from gcrsync.sync.recorder import (
+    AlreadyThere,
+    ImageDone,
+    NotListed,
+    NotPlanned,
+    PruneFailed,
+    Recorder,
+    RemovedUpstream,
+)
+from gcrsync.sync.report import NamespaceResult, SyncReport
+
+
+class Mirror:
+    """Runs syncs for a set of sources with one registry client and (optionally) one metadata repo."""
+
+    def __init__(self, client: RegistryClient, sources: list[SourceSpec], options: SyncOptions,
+                 metadata: MetadataRepo | None = None) -> None:
+        self.client = client
+        self.sources = sources
+        self.options = options
+        self.metadata = metadata
+        self.endpoints = Endpoints(client)
+
+    async def discover(self, spec: SourceSpec) -> list[DiscoveredRepo]:
+        return await discover_namespace(self.client, spec, self.options)
+
+    def ledger(self, spec: SourceSpec) -> Ledger | None:
+        if self.metadata is None:
+            return None
+        return self.metadata.ledgers.load(spec.label, spec.target_prefix)
+
+    async def plan(self, ledgers: dict[str, Ledger]) -> tuple[Plan, list[NamespaceResult]]:
+        return await make_plan(self.client, self.endpoints, self.sources, self.options, ledgers)
+
+    async def run(self, *, stop: asyncio.Event | None = None,
+                  on_bytes: Callable[[int], None] | None = None,
+                  on_image: Callable[[PlanItem, ImageResult], None] | None = None,
+                  on_plan: Callable[[Plan], None] | None = None) -> SyncReport:
+        started = time.monotonic()
+        stats = self.client.transport.stats
+        requests_before, retries_before = stats.total_requests, stats.retries
+        ledgers: dict[str, Ledger] = {}
+        for spec in self.sources:
+            ledger = self.ledger(spec)
+            if ledger is not None:
+                ledgers[spec.label] = ledger
+        plan, namespaces = await self.plan(ledgers)
+        report = SyncReport(plan=plan, namespaces=namespaces)
+        if on_plan is not None:
+            on_plan(plan)
+        if not self.options.dry_run:
+            mover = BlobMover(self.options.jobs, on_bytes=on_bytes, locations=self.options.blob_locations)
+            files = self.metadata.ledgers if self.metadata is not None else None
+            async with Recorder(ledgers, files, report.changes) as recorder:
+
+                async def image_done(item: PlanItem, result: ImageResult) -> None:
+                    if on_image is not None:
+                        on_image(item, result)
+                    recorder.record(ImageDone(item, result))
+
+                report.outcome = await execute(
+                    plan.work, open_source=self.endpoints.source, open_target=self.endpoints.target,
+                    mover=mover, jobs=self.options.jobs, on_result=image_done, stop=stop,
+                    image_deadline=self.options.image_deadline,
+                )
+                for item in plan.by_state("unchanged"):
+                    recorder.record(AlreadyThere(item))
+                removed = plan.by_state("removed")
+                if self.options.prune:
+                    await prune(removed, self.endpoints, ledgers)
+                for item in removed:
+                    recorder.record(PruneFailed(item, item.error) if item.error else RemovedUpstream(item))
+                for item in plan.by_state("error"):
+                    recorder.record(NotPlanned(item))
+                for ns in namespaces:
+                    if ns.error:
+                        recorder.record(NotListed(ns))
+            report.bytes_pulled = mover.bytes_pulled
+        report.requests = stats.total_requests - requests_before
+        report.retries = stats.retries - retries_before
+        report.duration = time.monotonic() - started
+        return report

@@ -1,0 +1,20 @@
+"""The knobs of a sync run, set by the CLI from flags and config or by a library user (SyncOptions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gcrsync.engine.blobcache import BlobLocations
+
+
+@dataclass
+class SyncOptions:
+    jobs: int = 4
+    query_jobs: int = 8
+    trust_ledger: bool = False
+    dry_run: bool = False
+    blob_locations: BlobLocations | None = None  # cross-run mount hints (the CLI passes the user's cache)
+    prune: bool = False  # delete target tags whose source tag is gone (targets that can remove tags)
+    image_deadline: float | None = None
+    hub_api: str = "https://hub.docker.com"
+    quay_api: str = "https://quay.io"

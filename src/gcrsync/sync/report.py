@@ -1,0 +1,92 @@
+"""What a sync run did, for the terminal summary, `--report` JSON and the exit status (SyncReport).
+
+Kept apart from the run itself so the CLI's output code and library users read one plain data model, and
+`ok` is decided in one place: any failed image, failed listing, unplanned tag, failed prune or metadata
+error makes the run's exit non-zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gcrsync.engine.plan import Plan, PlanItem, SourceSpec
+from gcrsync.engine.run import RunOutcome
+from gcrsync.ledger import RunChanges
+
+
+@dataclass
+class NamespaceResult:
+    spec: SourceSpec
+    error: str | None = None  # discovery failed: nothing of this namespace was planned
+
+
+@dataclass
+class SyncReport:
+    plan: Plan
+    namespaces: list[NamespaceResult]
+    outcome: RunOutcome = field(default_factory=RunOutcome)
+    changes: RunChanges = field(default_factory=RunChanges)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration: float = 0.0
+    requests: int = 0
+    retries: int = 0
+    bytes_pulled: int = 0
+    commit: str | None = None
+    metadata_error: str | None = None
+
+    @property
+    def prune_failed(self) -> list[PlanItem]:
+        """Removed-upstream tags that were to be pruned but could not be (refused or failed)."""
+        return [i for i in self.plan.by_state("removed") if i.error]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.outcome.failed
+            and not any(n.error for n in self.namespaces)
+            and not self.plan.by_state("error")
+            and not self.prune_failed
+            and self.metadata_error is None
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        results = {id(item): res for item, res in self.outcome.results}
+        images = []
+        for item in self.plan.items:
+            res = results.get(id(item))
+            images.append({
+                "source": item.source,
+                "target": item.target,
+                "state": res.state if res else item.state,
+                "planned": item.state,
+                "source_digest": item.source_digest,
+                "digest": (res.digest if res and res.digest else item.target_digest),
+                "previous_digest": item.target_digest if item.state == "changed" else None,
+                "bytes": res.bytes_copied if res else 0,
+                "blobs_copied": res.blobs_copied if res else 0,
+                "blobs_mounted": res.blobs_mounted if res else 0,
+                "blobs_skipped": res.blobs_skipped if res else 0,
+                "error": (res.error if res else item.error),
+            })
+        states: dict[str, int] = {}
+        for img in images:
+            states[str(img["state"])] = states.get(str(img["state"]), 0) + 1
+        return {
+            "started": self.started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "duration_seconds": round(self.duration, 3),
+            "namespaces": [{"source": n.spec.label, "target": n.spec.target_prefix, "error": n.error}
+                           for n in self.namespaces],
+            "images": images,
+            "totals": {
+                "images": len(images),
+                "states": states,
+                "bytes_copied": sum(int(i["bytes"] or 0) for i in images),
+                "bytes_pulled": self.bytes_pulled,
+                "requests": self.requests,
+                "retries": self.retries,
+            },
+            "commit": self.commit,
+            "metadata_error": self.metadata_error,
+        }
