@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from gcrsync.config import Config, MetadataConfig, RegistryConfig, SyncEntry, TagsConfig, env_value, load_config
@@ -44,14 +43,6 @@ def parse_creds(text: str | None, what: str) -> Credential | None:
     if not sep or not user:
         raise ConfigError(f"{what} must look like USER:PASSWORD")
     return Credential(username=user, password=password)
-
-
-@dataclass
-class RunSettings:
-    config: Config
-    sources: list[SourceSpec] = field(default_factory=list)
-    credentials: CredentialStore | None = None
-    transport: TransportOptions = field(default_factory=TransportOptions)
 
 
 def load(config_path: str | None) -> Config:

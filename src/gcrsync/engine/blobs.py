@@ -95,7 +95,6 @@ class BlobMover:
         self._inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}
         self.bytes_pulled = 0
         self.pulls: dict[str, int] = {}  # digest → times fetched from a source (tests, bench, reports)
-        self.restarts = 0  # blob copies started over after the target failed an upload
 
     def _remember(self, store: ImageStore, digest: str) -> None:
         if (store.name, digest) in self._present:
@@ -166,7 +165,6 @@ class BlobMover:
                     # on it starts the copy over (fresh source stream, fresh upload session).
                     if attempt == UPLOAD_ATTEMPTS - 1 or not (exc.status is None or exc.status in RETRY_STATUSES):
                         raise
-                    self.restarts += 1
                     if isinstance(dst, CountsRequests):  # counted with the run's other retries, for the report
                         dst.note_retry("upload-restart")
                     log.info("restarting upload of %s to %s: %s", desc.digest[:19], dst.name, exc)
