@@ -30,10 +30,11 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tools.headless import dump_dom  # noqa: E402
+
 from gcrsync.ledger import Ledger, LedgerStore  # noqa: E402
 from gcrsync.ledger.catalog import RunInfo  # noqa: E402
 from gcrsync.ledger.catalogfiles import CATALOG_JS, CATALOG_JSON, write_catalog  # noqa: E402
-from tools.headless import dump_dom  # noqa: E402
 
 NAMESPACES = ["gcr.io/google-containers", "registry.k8s.io", "quay.io/coreos", "ghcr.io/fluxcd",
               "docker.io/bitnami", "gcr.io/distroless", "quay.io/prometheus", "ghcr.io/actions"]

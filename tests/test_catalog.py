@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,18 @@ def test_catalog_command_regenerates_and_commits(tmp_path: Path, monkeypatch: py
     assert readme.startswith(OWNER_HEAD + "\n" + BEGIN_MARKER) and "last recorded run: unknown" in readme
     again = CliRunner().invoke(main, ["catalog", "--metadata", str(remote)])
     assert again.exit_code == 0 and "no file changed" in again.output and "commit" not in again.output
+
+
+def test_readme_catalog_example_is_what_gcrsync_writes() -> None:
+    """The documented catalog.json example is byte-for-byte the output for the ledger it describes."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = next(b for b in re.findall(r"```json\n(.*?)```", readme, re.S) if CATALOG_FORMAT in b)
+    doc = json.loads(example)
+    ns = doc["namespaces"][0]
+    ledger = Ledger(ns["source"], ns["target"])
+    for repo in ns["repositories"]:
+        for row in repo["tags"]:
+            ledger.record(repo["name"], row[0], digest=row[1], target_ref=row_target(repo, row), media_type=None,
+                          now=datetime.fromisoformat(row[2]), platforms=row[3] if len(row) > 3 else None)
+    run = RunInfo(datetime.fromisoformat(doc["run"]["time"]), doc["run"]["failures"])
+    assert catalog_json(build_catalog([Namespace(ns["ledger"], ledger)], run)) == example

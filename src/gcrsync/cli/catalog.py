@@ -12,6 +12,7 @@ import click
 
 from gcrsync.cli.common import run_async, stdout_line
 from gcrsync.cli.settings import load, open_metadata
+from gcrsync.errors import LedgerError
 from gcrsync.ledger.catalogfiles import CATALOG_JSON
 
 
@@ -37,7 +38,10 @@ async def catalog_command(config_path: str | None, metadata: str | None, message
     try:
         with repo.lock():
             commit = repo.publish(message or config.metadata.message + " (catalog regenerated)")
-            summary = json.loads((repo.workdir / CATALOG_JSON).read_text(encoding="utf-8"))["summary"]
+            try:
+                summary = json.loads((repo.workdir / CATALOG_JSON).read_text(encoding="utf-8"))["summary"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise LedgerError("the catalog files could not be written (see the error above)") from None
             written = sorted(p.relative_to(repo.workdir).as_posix() for p in repo.generated)
     finally:
         repo.close()
