@@ -218,3 +218,30 @@ def test_readme_catalog_example_is_what_gcrsync_writes() -> None:
                           now=datetime.fromisoformat(row[2]), platforms=row[3] if len(row) > 3 else None)
     run = RunInfo(datetime.fromisoformat(doc["run"]["time"]), doc["run"]["failures"])
     assert catalog_json(build_catalog([Namespace(ns["ledger"], ledger)], run)) == example
+
+
+def test_user_work_tree_readme_with_uncommitted_edits_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "empty-gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    from gcrsync.ledger.changelog import Added, RunChanges
+
+    tree = tmp_path / "tree"
+    git("init", "-q", "-b", "main", str(tree))
+    (tree / "README.md").write_text(OWNER_HEAD, encoding="utf-8")
+    git("add", "README.md", cwd=tree)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "readme", cwd=tree)
+    (tree / "README.md").write_text(OWNER_HEAD + "half-written ✎\n", encoding="utf-8")  # the owner is editing
+    repo = MetadataRepo.open(str(tree), tmp_path / "cache")
+    assert not repo.owned
+    write_ledgers(tree, tricky_ledgers())
+    with caplog.at_level(logging.WARNING):
+        assert repo.publish("sync", RunChanges(added=[Added("a", "b", dg(1))]), run_time=T0) is not None
+    assert "README.md has uncommitted changes" in caplog.text
+    assert (tree / "README.md").read_text(encoding="utf-8") == OWNER_HEAD + "half-written ✎\n"
+    assert git("show", "HEAD:README.md", cwd=tree) == OWNER_HEAD and "catalog.json" in git(
+        "ls-tree", "--name-only", "HEAD", cwd=tree)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "done editing", cwd=tree)
+    assert repo.publish("next") is not None  # now the section is added, the owner's text kept
+    committed = git("show", "HEAD:README.md", cwd=tree)
+    assert committed.startswith(OWNER_HEAD + "half-written ✎\n\n" + BEGIN_MARKER)

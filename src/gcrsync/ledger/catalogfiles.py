@@ -8,6 +8,7 @@ ledger leaves them byte-identical and produces no commit.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from gcrsync.ledger.catalog import (
     merge_readme,
     readme_section,
 )
+from gcrsync.ledger.git import Git
 from gcrsync.ledger.model import Ledger
 from gcrsync.ledger.store import LedgerStore, atomic_write
 
@@ -70,26 +72,43 @@ def _read(path: Path) -> str | None:
         raise LedgerError(f"{path.name}: cannot read: {exc}") from None
 
 
-def write_catalog(root: Path, run: RunInfo | None = None) -> list[Path]:
+def write_catalog(root: Path, run: RunInfo | None = None, *, leave: Collection[str] = ()) -> list[Path]:
     """Regenerate the catalog files from the ledgers under root; returns the files whose text changed.
 
     run=None keeps the run recorded in the existing catalog.json (a `gcrsync catalog`, or a run that
-    changed nothing, must not pretend to be a new run).
+    changed nothing, must not pretend to be a new run). Files named in `leave` are not touched.
     """
     if run is None:
         run = RunInfo.from_catalog(_read(root / CATALOG_JSON))
     doc = build_catalog(read_namespaces(root), run)
     data = catalog_json(doc)
     texts = {
-        README: merge_readme(_read(root / README), readme_section(doc)),
         CATALOG_JSON: data,
         CATALOG_JS: catalog_script(data),
         INDEX_HTML: page_html(),
     }
+    if README not in leave:
+        texts[README] = merge_readme(_read(root / README), readme_section(doc))
     changed = []
     for name, text in texts.items():
+        if name in leave:
+            continue
         path = root / name
         if _read(path) != text:
             atomic_write(path, text)
             changed.append(path)
     return changed
+
+
+def write_repo_catalog(root: Path, run: RunInfo | None, *, git: Git | None, user_tree: bool,
+                       ours: Collection[Path]) -> list[Path]:
+    """write_catalog for a MetadataRepo. In the user's own work tree (user_tree) a README.md with uncommitted
+    changes we did not make is left alone for this run: committing their edits in progress would be wrong."""
+    leave = []
+    readme = root / README
+    if git is not None and user_tree and readme not in ours \
+            and (git.probe("status", "--porcelain", "--", README) or "").strip():
+        log.warning("%s has uncommitted changes: its catalog section is left alone until they are committed",
+                    README)
+        leave.append(README)
+    return write_catalog(root, run, leave=leave)

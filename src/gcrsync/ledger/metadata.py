@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,9 +30,10 @@ from pathlib import Path
 from gcrsync.errors import LedgerError
 from gcrsync.ledger import changelog
 from gcrsync.ledger.catalog import RunInfo
-from gcrsync.ledger.catalogfiles import CATALOG_JSON, GENERATED, write_catalog
+from gcrsync.ledger.catalogfiles import CATALOG_JSON, GENERATED, write_repo_catalog
 from gcrsync.ledger.git import Git, strip_userinfo
 from gcrsync.ledger.lock import RepoLocked, pid_lock
+from gcrsync.ledger.remotehead import empty_remote_head
 from gcrsync.ledger.store import TMP_PREFIX, Ledger, LedgerStore, atomic_write
 
 log = logging.getLogger(__name__)
@@ -201,31 +201,8 @@ class MetadataRepo:
         if match:
             return match.group(1)
         if not result.stdout.strip():
-            return self._empty_remote_branch() or DEFAULT_BRANCH
+            return empty_remote_head(self._git) or DEFAULT_BRANCH
         return DEFAULT_BRANCH
-
-    def _empty_remote_branch(self) -> str | None:
-        """The branch an empty remote's HEAD names (`git init --bare` makes it `master`), or None if unknown.
-
-        Pushing to `main` while HEAD names `master` leaves a clone of the remote with nothing checked out.
-        git 2.39's ls-remote shows no HEAD for an empty repository, but `git clone` learns it (protocol v2
-        "unborn"). A remote that cannot tell (protocol v0) leaves the clone on init.defaultBranch: set to a
-        name no branch has, that means "unknown".
-        """
-        url = (self._git.probe("remote", "get-url", "origin") or "").strip()
-        if not url:
-            return None
-        unknown = "gcrsync-unknown-head"
-        with tempfile.TemporaryDirectory(prefix="gcrsync-head-") as tmp:
-            probe = Path(tmp) / "probe.git"
-            result = self._git.call("-c", f"init.defaultBranch={unknown}", "clone", "-q", "--bare", "--", url,
-                                    str(probe), cwd=Path(tmp))
-            if result.returncode != 0:
-                log.debug("cannot learn the empty remote's HEAD: %s", self._git.first_error_line(result))
-                return None
-            head = self._git.call("--git-dir", str(probe), "symbolic-ref", "--short", "-q", "HEAD", cwd=Path(tmp))
-        branch = head.stdout.strip()
-        return branch if head.returncode == 0 and branch and branch != unknown else None
 
     def _exclude_our_files(self) -> None:
         """Keep temp files and the plain-dir lock out of `git status` without touching any tracked file."""
@@ -413,7 +390,8 @@ class MetadataRepo:
         A failure is logged, not raised: the ledgers and CHANGELOG (the record) must still be committed.
         """
         try:
-            self.generated.update(write_catalog(self.workdir, run))
+            self.generated.update(write_repo_catalog(self.workdir, run, git=self.git, user_tree=not self.owned,
+                                                     ours=self.generated))
         except (OSError, LedgerError) as exc:
             log.error("cannot write the catalog files: %s", exc)
 
