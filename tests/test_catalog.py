@@ -124,6 +124,7 @@ def test_readme_caps_repositories_per_namespace() -> None:
         ledger.record(f"r{i}", "1", digest=dg(i), target_ref=f"docker.io/m/r{i}:1", media_type=None, now=T0)
     text = readme_section(build_catalog([Namespace("gcr.io/many.json", ledger)], RUN), max_repos=3)
     assert "| `r2` |" in text and "| `r3` |" not in text
+    assert "**1 namespace · 5 repositories · 5 tags**" in text
     assert "… and 2 more repositories: see [index.html](index.html)." in text
 
 

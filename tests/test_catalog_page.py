@@ -84,6 +84,7 @@ def test_browse_oci_target_legacy_entry_and_plus_in_query(site: Path) -> None:
     assert "3 namespaces · 4 repositories · 8 tags · last recorded run unknown · failures in that run: 0" in page
     assert "registry.k8s.io → docker.io/mirror" in page and "localhost:5000/team → oci:/srv/mirror/team" in page
     assert "sig-storage/csi/provisioner 2 V2_beta.1" in page and "ledger registry.k8s.io.json" in page
+    assert "1 repository · 1 tag · ledger localhost:5000/team.json" in page
     dom = dump_dom(base + "#q=tools/cli")
     assert 'class="pull">skopeo copy oci:/srv/mirror/team/tools_cli:v2 docker-daemon:tools_cli:v2<' in dom
     dom = dump_dom(base + "#q=pause")
