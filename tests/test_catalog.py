@@ -106,6 +106,15 @@ def test_readme_section_and_owner_text_preserved(tmp_path: Path) -> None:
     assert write_catalog(tmp_path) == [] and readme.read_text(encoding="utf-8") == text
 
 
+def test_owner_text_kept_byte_for_byte_with_crlf_and_bom(tmp_path: Path) -> None:
+    owner = "\ufeff# Mirror ✓\r\n\r\nWindows line endings 🐳\r\n"
+    (tmp_path / "README.md").write_bytes(owner.encode("utf-8"))
+    write_catalog(tmp_path, RUN)
+    data = (tmp_path / "README.md").read_bytes()
+    assert data.startswith(owner.encode("utf-8") + b"\n" + BEGIN_MARKER.encode())
+    assert write_catalog(tmp_path) == []
+
+
 def test_merge_readme_cases() -> None:
     section = BEGIN_MARKER + "\nnew\n" + END_MARKER + "\n"
     assert merge_readme(None, section) == "# Container image mirror\n\n" + section

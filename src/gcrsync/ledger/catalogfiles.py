@@ -65,7 +65,8 @@ def read_namespaces(root: Path) -> list[Namespace]:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8", newline="") as fh:  # newline="": an owner's CRLF lines stay CRLF
+            return fh.read()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
