@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PKGS := docker-registry skopeo git apache2-utils time
+APT_PKGS := docker-registry skopeo git apache2-utils time chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps system-deps venv lint typecheck test test-fast demo bench clean
@@ -45,4 +45,4 @@ bench: deps
 	$(BIN)/python bench/bench.py
 
 clean:
-	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .bench .test-artifacts .pytest_cache .mypy_cache .ruff_cache

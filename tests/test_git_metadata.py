@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gcrsync.errors import LedgerError
+from gcrsync.ledger.catalogfiles import GENERATED
 from gcrsync.ledger.changelog import Added, RunChanges, Updated, short_digest
 from gcrsync.ledger.metadata import MetadataRepo, PushFailed, default_metadata_dir
 
@@ -46,7 +47,7 @@ def git(*args: str, cwd: Path | None = None) -> str:
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
     path = tmp_path / "remote.git"
-    git("init", "-q", "--bare", str(path))
+    git("init", "-q", "--bare", "-b", "main", str(path))  # an empty remote's HEAD is the branch we push to
     return path
 
 
@@ -200,7 +201,7 @@ def test_legacy_file_migration_commit(remote: Path, tmp_path: Path) -> None:
     repo.ledgers.save(ledger)
     assert repo.publish("migrate legacy ledger") is not None
     files = git("--git-dir", str(remote), "ls-tree", "-r", "--name-only", "main").split()
-    assert files == [LEDGER]
+    assert files == sorted([LEDGER, *GENERATED])
     assert remote_images(remote)["pause"]["3.1"]["legacy"] is True
 
 
@@ -364,7 +365,8 @@ def test_user_work_tree_commits_only_our_files(tmp_path: Path) -> None:
     assert not repo.owned and repo.branch == "trunk"
     sha = repo.publish("sync", record(repo, "pause", 1), run_time=T0)
     assert sha is not None
-    assert sorted(git("ls-tree", "-r", "--name-only", "HEAD", cwd=tree).split()) == ["CHANGELOG.md", LEDGER]
+    assert sorted(git("ls-tree", "-r", "--name-only", "HEAD", cwd=tree).split()) == sorted(
+        ["CHANGELOG.md", LEDGER, *GENERATED])
     assert "?? notes.txt" in git("status", "--porcelain", cwd=tree)
     with pytest.raises(LedgerError, match="not 'main'"):
         open_repo(tree, tmp_path / "cache", branch="main")

@@ -276,7 +276,12 @@ def test_two_stale_work_trees_same_ledger(registry: RegistryServer, registry2: R
     assert {k: e["digest"] for k, e in ledger.items()} == expected
     changelog = show(remote, "CHANGELOG.md")
     assert run_blocks(changelog) == 2 and changelog.index(":v2`") < changelog.index(":v1`")
-    assert show(remote, "README.md") == "mirror metadata\n"
+    # The owner's README text survives, and the catalog was regenerated from the merged ledger (both tags).
+    readme = show(remote, "README.md")
+    assert readme.startswith("mirror metadata\n\n<!-- gcrsync:catalog:begin -->") and "| 2 |" in readme
+    tags = {row[0] for ns_ in json.loads(show(remote, "catalog.json"))["namespaces"]
+            for repo in ns_["repositories"] for row in repo["tags"]}
+    assert tags == {"v1", "v2"}
 
 
 def test_push_losing_a_concurrent_ref_update_is_retried(registry: RegistryServer, registry2: RegistryServer,

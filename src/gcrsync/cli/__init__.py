@@ -18,6 +18,7 @@ COMMANDS = {
     "list": "gcrsync.cli.listing:list_command",
     "compare": "gcrsync.cli.compare:compare_command",
     "monitor": "gcrsync.cli.monitor:monitor_command",
+    "catalog": "gcrsync.cli.catalog:catalog_command",
 }
 
 

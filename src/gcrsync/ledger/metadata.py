@@ -29,9 +29,12 @@ from pathlib import Path
 
 from gcrsync.errors import LedgerError
 from gcrsync.ledger import changelog
+from gcrsync.ledger.catalog import RunInfo
+from gcrsync.ledger.catalogfiles import CATALOG_JSON, GENERATED, write_repo_catalog
 from gcrsync.ledger.files import TMP_PREFIX, Ledger, LedgerFiles, atomic_write
 from gcrsync.ledger.git import Git, strip_userinfo
 from gcrsync.ledger.lock import RepoLocked, pid_lock
+from gcrsync.ledger.remotehead import empty_remote_head
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ class MetadataRepo:
         self.owned = owned  # we created this clone: every change in it is ours to commit or reset
         self.has_remote = has_remote
         self.ledgers = LedgerFiles(workdir)
+        self.generated: set[Path] = set()  # catalog files written (see ledger/catalogfiles.py), for _commit
 
     def __repr__(self) -> str:
         mode = "plain" if self.git is None else ("clone" if self.owned else "work tree")
@@ -194,7 +198,11 @@ class MetadataRepo:
                 raise LedgerError(f"cannot reach the metadata repository: {self._git.first_error_line(result)}")
             return DEFAULT_BRANCH
         match = re.search(r"^ref: refs/heads/(\S+)\s+HEAD$", result.stdout, re.MULTILINE)
-        return match.group(1) if match else DEFAULT_BRANCH  # an empty remote has no HEAD yet
+        if match:
+            return match.group(1)
+        if not result.stdout.strip():
+            return empty_remote_head(self._git) or DEFAULT_BRANCH
+        return DEFAULT_BRANCH
 
     def _exclude_our_files(self) -> None:
         """Keep temp files and the plain-dir lock out of `git status` without touching any tracked file."""
@@ -304,7 +312,7 @@ class MetadataRepo:
         git.run("reset", "-q", "--hard", remote)
         for path, content in ours.items():
             full = self.workdir / path
-            if path == CHANGELOG:
+            if path == CHANGELOG or path in GENERATED:  # regenerated below from the merged ledgers
                 continue
             if content is None:
                 with contextlib.suppress(FileNotFoundError):
@@ -317,6 +325,8 @@ class MetadataRepo:
                                                if self.changelog_path.is_file() else "")
         mine = [b for b in head_blocks if b not in base_blocks and b not in theirs_blocks]
         changelog.prepend_blocks(self.changelog_path, mine)
+        if any(path in GENERATED for path in ours):
+            self.write_catalog(RunInfo.from_catalog(ours.get(CATALOG_JSON)))
         git.run("add", "-A")
         if git.call("diff", "--cached", "--quiet").returncode != 0:
             git.run("commit", "-q", "-m", message)
@@ -341,8 +351,11 @@ class MetadataRepo:
         None when there was nothing to commit or push (always None for a plain directory).
         Raises PushFailed when the commit could not be pushed (it stays local and is pushed next time).
         """
+        run_time = run_time or datetime.now(UTC)
         if changes is not None:
-            changelog.prepend(self.changelog_path, run_time or datetime.now(UTC), changes)
+            changelog.prepend(self.changelog_path, run_time, changes)
+        # A run that changed nothing keeps the recorded run, so that its catalog files stay byte-identical.
+        self.write_catalog(None if changes is None or changes.empty else RunInfo(run_time, len(changes.failed)))
         if self.git is None:
             return None
         committed = self._commit(message)
@@ -360,7 +373,7 @@ class MetadataRepo:
         if self.owned:
             git.run("add", "-A")
         else:
-            paths = [self.changelog_path, *sorted(self.ledgers.written)]
+            paths = [self.changelog_path, *sorted(self.ledgers.written), *sorted(self.generated)]
             specs = [str(p.relative_to(self.workdir)) for p in paths
                      if p.exists() or git.probe("ls-files", "--error-unmatch", "--", str(p)) is not None]
             if not specs:
@@ -370,6 +383,17 @@ class MetadataRepo:
             return None
         git.run("commit", "-q", "-m", message)
         return self._rev("HEAD")
+
+    def write_catalog(self, run: RunInfo | None = None) -> None:
+        """Regenerate README.md's section, catalog.json, catalog.js and index.html from the ledgers.
+
+        A failure is logged, not raised: the ledgers and CHANGELOG (the record) must still be committed.
+        """
+        try:
+            self.generated.update(write_repo_catalog(self.workdir, run, git=self.git, user_tree=not self.owned,
+                                                     ours=self.generated))
+        except (OSError, LedgerError) as exc:
+            log.error("cannot write the catalog files: %s", exc)
 
     def _push(self) -> str:
         git = self._git

@@ -1,0 +1,115 @@
+"""Write the catalog files (README.md section, catalog.json, catalog.js, index.html) into a metadata root.
+
+Kept apart from catalog.py (pure text generation) so the generation can be tested without a file system and
+MetadataRepo only needs one call. Files are rewritten only when their text changes, so a run that changed no
+ledger leaves them byte-identical and produces no commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from importlib import resources
+from pathlib import Path
+
+from gcrsync.errors import LedgerError
+from gcrsync.ledger.catalog import (
+    Namespace,
+    RunInfo,
+    build_catalog,
+    catalog_json,
+    catalog_script,
+    merge_readme,
+    readme_section,
+)
+from gcrsync.ledger.files import LedgerFiles, atomic_write
+from gcrsync.ledger.git import Git
+from gcrsync.ledger.model import Ledger
+
+log = logging.getLogger(__name__)
+
+README = "README.md"
+CATALOG_JSON = "catalog.json"
+CATALOG_JS = "catalog.js"
+INDEX_HTML = "index.html"
+GENERATED = (README, CATALOG_JSON, CATALOG_JS, INDEX_HTML)
+
+
+def page_html() -> str:
+    """The static page (package data: editable as HTML, and the same text on every run)."""
+    return resources.files("gcrsync.ledger").joinpath("catalog_page.html").read_text(encoding="utf-8")
+
+
+def read_namespaces(root: Path) -> list[Namespace]:
+    """Every ledger under root. A ledger that does not parse is left out with a warning: the catalog must
+    not stop a run whose sync already succeeded (the sync itself refuses a broken ledger it needs)."""
+    ledgers = LedgerFiles(root)
+    found = []
+    for source in ledgers.namespaces():
+        path = ledgers.path_for(source)
+        rel = path.relative_to(root).as_posix()
+        try:
+            ledger = Ledger.from_json(path.read_text(encoding="utf-8"), rel)
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("catalog: cannot read %s: %s", rel, exc)
+            continue
+        except LedgerError as exc:
+            log.warning("catalog: leaving out %s", exc)
+            continue
+        if ledger.source != source:
+            log.warning("catalog: leaving out %s: it holds namespace %r", rel, ledger.source[:80])
+            continue
+        found.append(Namespace(rel, ledger))
+    return found
+
+
+def _read(path: Path) -> str | None:
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:  # newline="": an owner's CRLF lines stay CRLF
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LedgerError(f"{path.name}: cannot read: {exc}") from None
+
+
+def write_catalog(root: Path, run: RunInfo | None = None, *, leave: Collection[str] = ()) -> list[Path]:
+    """Regenerate the catalog files from the ledgers under root; returns the files whose text changed.
+
+    run=None keeps the run recorded in the existing catalog.json (a `gcrsync catalog`, or a run that
+    changed nothing, must not pretend to be a new run). Files named in `leave` are not touched.
+    """
+    if run is None:
+        run = RunInfo.from_catalog(_read(root / CATALOG_JSON))
+    doc = build_catalog(read_namespaces(root), run)
+    data = catalog_json(doc)
+    texts = {
+        CATALOG_JSON: data,
+        CATALOG_JS: catalog_script(data),
+        INDEX_HTML: page_html(),
+    }
+    if README not in leave:
+        texts[README] = merge_readme(_read(root / README), readme_section(doc))
+    changed = []
+    for name, text in texts.items():
+        if name in leave:
+            continue
+        path = root / name
+        if _read(path) != text:
+            atomic_write(path, text)
+            changed.append(path)
+    return changed
+
+
+def write_repo_catalog(root: Path, run: RunInfo | None, *, git: Git | None, user_tree: bool,
+                       ours: Collection[Path]) -> list[Path]:
+    """write_catalog for a MetadataRepo. In the user's own work tree (user_tree) a README.md with uncommitted
+    changes we did not make is left alone for this run: committing their edits in progress would be wrong."""
+    leave = []
+    readme = root / README
+    if git is not None and user_tree and readme not in ours \
+            and (git.probe("status", "--porcelain", "--", README) or "").strip():
+        log.warning("%s has uncommitted changes: its catalog section is left alone until they are committed",
+                    README)
+        leave.append(README)
+    return write_catalog(root, run, leave=leave)
