@@ -360,7 +360,7 @@ async def test_dockerhub_next_to_another_host_is_refused() -> None:
 async def test_dockerhub_custom_api_base() -> None:
     hub = load("dockerhub_legacy.json")
     moved = {url.replace("https://hub.docker.com", "http://127.0.0.1:8080"): v for url, v in hub.items()}
-    repos = await discover(FakeFetcher(moved), "docker.io", "gcrxio", "dockerhub", hub_api="http://127.0.0.1:8080/")
+    repos = await discover(FakeFetcher(moved), "docker.io", "gcrxio", "dockerhub", api="http://127.0.0.1:8080/")
     assert [r.repository for r in repos] == ["gcrxio/pause"]
 
 

@@ -54,6 +54,15 @@ class RegistryConfig(_Model):
     requests_per_second: float | None = Field(default=None, gt=0)
     max_concurrency: int | None = Field(default=None, ge=1)
     chunked_upload: bool = False
+    api: str | None = Field(default=None, description="web API base URL for discovery (Hub, quay, GitHub)")
+    token_env: str | None = Field(default=None, description="env var holding an API token (GitHub)")
+
+    @field_validator("api")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", value):
+            raise ValueError(f"api must be an http(s) URL without credentials or query, got {value[:80]!r}")
+        return value.rstrip("/") if value else value
 
 
 class Defaults(_Model):

@@ -109,8 +109,9 @@ async def registry_client_for(
 ) -> AsyncIterator[RegistryClient]:
     """The run's client with the config's per-registry upload settings."""
     chunked = [host for host, reg in config.registries.items() if reg.chunked_upload]
+    apis = {host: reg.api for host, reg in config.registries.items() if reg.api}
     async with Transport(options) as transport:
-        yield RegistryClient(transport, credentials, chunked_hosts=chunked)
+        yield RegistryClient(transport, credentials, chunked_hosts=chunked, apis=apis)
 
 
 class ByteProgress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import get_args
 
 import click
 
@@ -17,7 +18,7 @@ from gcrsync.sync import Mirror, SyncOptions
 @click.command("list")
 @click.argument("namespace")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (registries).")
-@click.option("--discovery", type=click.Choice(["auto", "gcr", "catalog", "dockerhub", "quay", "list"]),
+@click.option("--discovery", type=click.Choice(get_args(Discovery)),
               default="auto", show_default=True, help="How to enumerate repositories.")
 @click.option("--repository", "repositories", multiple=True, help="With --discovery list: the repositories.")
 @click.option("--query-jobs", type=int, default=8, show_default=True, help="Listing requests at once.")

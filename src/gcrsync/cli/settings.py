@@ -6,7 +6,16 @@ import os
 import re
 from pathlib import Path
 
-from gcrsync.config import Config, MetadataConfig, RegistryConfig, SyncEntry, TagsConfig, env_value, load_config
+from gcrsync.config import (
+    Config,
+    Discovery,
+    MetadataConfig,
+    RegistryConfig,
+    SyncEntry,
+    TagsConfig,
+    env_value,
+    load_config,
+)
 from gcrsync.engine.naming import validate_mode
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.engine.select import TagPolicy
@@ -57,7 +66,7 @@ def _policy(tags: TagsConfig) -> TagPolicy:
 
 def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str | None = None,
                  naming: str | None = None, platforms: tuple[str, ...] = (),
-                 tags: TagsConfig | None = None) -> list[SourceSpec]:
+                 tags: TagsConfig | None = None, discovery: Discovery | None = None) -> list[SourceSpec]:
     """One SourceSpec per `sync:` entry, or per SOURCE_NAMESPACE argument (the quick form)."""
     entries = list(config.sync)
     if namespaces:
@@ -80,7 +89,7 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
             naming=mode,
             policy=_policy(tags or entry.tags or config.defaults.tags),
             platforms=[Platform.parse(p) for p in plats],
-            discovery=entry.discovery,
+            discovery=discovery or entry.discovery,
             repositories=list(entry.repositories),
         ))
     return specs
@@ -120,6 +129,11 @@ def _registry_credential(host: str, reg: RegistryConfig) -> Credential | None:
     password = reg.password or env_value(reg.password_env)
     if reg.password_env and password is None:
         raise ConfigError(f"registries.{host}.password_env: environment variable {reg.password_env} is not set")
+    if password is None and reg.token_env:
+        password = env_value(reg.token_env)  # a token (GitHub) is a password to the registry and the API
+        if password is None:
+            raise ConfigError(f"registries.{host}.token_env: environment variable {reg.token_env} is not set")
+        user = user or "token"
     if user is None and password is None:
         return None
     return Credential(username=user, password=password)

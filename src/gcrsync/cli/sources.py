@@ -10,12 +10,12 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from gcrsync.cli.settings import credential_store, load, source_specs, transport_options
-from gcrsync.config import Config, TagsConfig
+from gcrsync.config import Config, Discovery, TagsConfig
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.errors import ConfigError
 from gcrsync.registry.credentials import CredentialStore
@@ -42,6 +42,7 @@ class SourceArgs:
     user: str | None
     password: str | None
     metadata: str | None
+    discovery: Discovery | None
 
     @cached_property
     def config(self) -> Config:
@@ -57,7 +58,7 @@ class SourceArgs:
     @cached_property
     def specs(self) -> list[SourceSpec]:
         return source_specs(self.config, namespaces=self.namespaces, dest=self.dest, naming=self.naming,
-                            platforms=self.platforms, tags=self.tags())
+                            platforms=self.platforms, tags=self.tags(), discovery=self.discovery)
 
     def credentials(self) -> CredentialStore:
         return credential_store(self.config, src_creds=self.src_creds, dest_creds=self._dest_creds(),
@@ -103,6 +104,8 @@ _OPTIONS = [
                  "GCRSYNC_PASSWORD env var)."),
     click.option("--metadata", help="Metadata repo: a directory, a git work tree or a git URL "
                  "(default: a git repo in the user's data directory)."),
+    click.option("--discovery", type=click.Choice(get_args(Discovery)), help="How to list the namespaces "
+                 "(default: auto, by registry host; see the README)."),
 ]
 _FIELDS = [f.name for f in fields(SourceArgs)]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 
 from yarl import URL
@@ -12,7 +12,7 @@ from gcrsync.errors import AuthError, RegistryError
 from gcrsync.reference import validate_repository
 from gcrsync.registry.auth import ApiLogin, Authenticating, Authenticator, pull_scope
 from gcrsync.registry.credentials import CredentialStore
-from gcrsync.registry.discovery import DiscoveredRepo, Method, discover, hub_login
+from gcrsync.registry.discovery import DEFAULT_APIS, DiscoveredRepo, Method, api_login, chosen_method, discover
 from gcrsync.registry.discovery.pages import JsonPage
 from gcrsync.registry.errors import registry_error
 from gcrsync.registry.redirects import Redirecting
@@ -36,12 +36,14 @@ class RegistryClient:
         *,
         chunked_hosts: Iterable[str] = (),
         chunk_size: int = 16 * 1024 * 1024,
+        apis: Mapping[str, str] | None = None,
     ) -> None:
         self.transport = transport
         self.auth = Authenticator(transport, credentials)
         self._stack = Resuming(Redirecting(Authenticating(transport, self.auth)), transport.options, transport.stats)
         self.chunked_hosts = set(chunked_hosts)  # hosts that refuse one big PUT: uploads go in PATCH chunks
         self.chunk_size = chunk_size
+        self.apis = dict(apis or {})  # registry host → web API base of its discovery (config `api:`)
 
     @property
     def stats(self) -> TransportStats:
@@ -83,21 +85,22 @@ class RegistryClient:
         *,
         repositories: list[str] | None = None,
         query_jobs: int = 8,
-        hub_api: str = "https://hub.docker.com",
-        quay_api: str = "https://quay.io",
     ) -> list[DiscoveredRepo]:
-        """Discovery of one namespace through this client, with the web APIs authenticated where the
-        registry's credentials are known (Docker Hub: then private repositories are listed too)."""
+        """Discovery of one namespace through this client: the registry's web API from `apis` (or the
+        public one), authenticated with the registry's credentials where they are known (Docker Hub: then
+        private repositories are listed too)."""
         api_host = "registry-1.docker.io" if registry == "docker.io" else registry
-        hub_authenticated = False
-        if registry == "docker.io" or method == "dockerhub":
-            hub_authenticated = await self.auth.credentials.get("docker.io") is not None
-            if hub_authenticated:
-                self.add_api_login(hub_api, hub_login(hub_api))
+        chosen = chosen_method(registry, method)
+        api = self.apis.get(registry) or DEFAULT_APIS.get(chosen)
+        authenticated = False
+        if api is not None:
+            login = api_login(chosen, registry, api)
+            authenticated = login is not None and await self.auth.credentials.get(login.credential_host) is not None
+            if login is not None and authenticated:
+                self.add_api_login(api, login)
         return await discover(
             self, api_host, namespace, method, repositories=repositories, query_jobs=query_jobs,
-            scheme=self.transport.scheme_for(api_host), hub_api=hub_api, quay_api=quay_api,
-            hub_authenticated=hub_authenticated,
+            scheme=self.transport.scheme_for(api_host), api=api, authenticated=authenticated,
         )
 
     def add_api_login(self, api_url: str, login: ApiLogin) -> None:

@@ -16,5 +16,3 @@ class SyncOptions:
     blob_locations: BlobLocations | None = None  # cross-run mount hints (the CLI passes the user's cache)
     prune: bool = False  # delete target tags whose source tag is gone (targets that can remove tags)
     image_deadline: float | None = None
-    hub_api: str = "https://hub.docker.com"
-    quay_api: str = "https://quay.io"

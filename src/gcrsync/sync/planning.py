@@ -35,7 +35,7 @@ async def discover_namespace(client: RegistryClient, spec: SourceSpec, options: 
     """The repositories and tags under one source namespace."""
     return await client.list_namespace(
         spec.registry, spec.namespace, spec.discovery, repositories=spec.repositories or None,
-        query_jobs=options.query_jobs, hub_api=options.hub_api, quay_api=options.quay_api,
+        query_jobs=options.query_jobs,
     )
 
 

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 Method = Literal["auto", "gcr", "catalog", "dockerhub", "quay", "list"]
+DEFAULT_APIS = {"dockerhub": "https://hub.docker.com", "quay": "https://quay.io"}  # the public services' APIs
 _METHODS = frozenset({"auto", "gcr", "catalog", "dockerhub", "quay", "list"})
 
 
@@ -63,14 +64,14 @@ async def discover(
     repositories: list[str] | None = None,
     query_jobs: int = 8,
     scheme: str = "https",
-    hub_api: str = "https://hub.docker.com",
-    quay_api: str = "https://quay.io",
-    hub_authenticated: bool = False,
+    api: str | None = None,
+    authenticated: bool = False,
 ) -> list[DiscoveredRepo]:
     """List every repository (full registry path) under namespace with its tags, sorted by repository.
 
-    `hub_authenticated`: Docker Hub credentials are known, and the fetcher authenticates the Hub API with
-    them (see `ApiLogin`); without them the listing says so and works around the anonymous limits.
+    `api`: the web API base of methods that use one (Docker Hub, quay, GitHub), else that method's public
+    default. `authenticated`: credentials for that API are known and the fetcher uses them (see
+    `ApiLogin`); without them a listing says what it cannot see and works around anonymous limits.
     """
     if method not in _METHODS:
         raise ConfigError(f"unknown discovery method {method!r}")
@@ -87,14 +88,15 @@ async def discover(
         raise ConfigError(f"invalid namespace {namespace!r} (lowercase path components separated by '/')")
     chosen = default_method(registry_host) if method == "auto" else method
     lister = Lister(fetcher, f"{scheme}://{registry_host}", ns, query_jobs)
+    api_base = (api or DEFAULT_APIS.get(chosen, "")).rstrip("/")
     if chosen == "gcr":
         found = await list_gcr(lister)
     elif chosen == "catalog":
         found = await list_catalog(lister)
     elif chosen == "dockerhub":
-        found = await list_dockerhub(lister, hub_api.rstrip("/"), authenticated=hub_authenticated)
+        found = await list_dockerhub(lister, api_base, authenticated=authenticated)
     elif chosen == "quay":
-        found = await list_quay(lister, quay_api.rstrip("/"))
+        found = await list_quay(lister, api_base)
     else:
         if repositories is None:
             raise ConfigError(f"discovery method 'list' needs a repository list for namespace {namespace!r}")
@@ -102,6 +104,13 @@ async def discover(
     return sorted(found, key=lambda repo: repo.repository)
 
 
-def hub_login(hub_api: str) -> ApiLogin:
-    """How the Hub API at hub_api authenticates with docker.io's credentials."""
-    return ApiLogin("docker.io", login_url(hub_api.rstrip("/")))
+def api_login(method: str, registry: str, api: str) -> ApiLogin | None:
+    """How the web API of a discovery method authenticates with the registry's credentials (None: it
+    takes none, or only anonymous requests are made)."""
+    if method == "dockerhub":
+        return ApiLogin(registry, login_url(api.rstrip("/")))
+    return None
+
+
+def chosen_method(registry: str, method: str) -> str:
+    return default_method(registry) if method == "auto" else method
