@@ -80,7 +80,7 @@ def ms(value: int) -> datetime:
         ("registry.k8s.io", "gcr"),
         ("docker.io", "dockerhub"),
         ("quay.io", "quay"),
-        ("ghcr.io", "catalog"),
+        ("ghcr.io", "ghcr"),
         ("localhost:5000", "catalog"),
         ("GCR.IO", "gcr"),
         ("notgcr.io", "catalog"),

@@ -18,7 +18,7 @@ from gcrsync.errors import ConfigError
 from gcrsync.secretfiles import check_permissions
 
 Naming = str  # "flatten" | "preserve" | "prefix" | a template with {registry} {namespace} {path} {name}
-Discovery = Literal["auto", "gcr", "catalog", "dockerhub", "quay", "list"]
+Discovery = Literal["auto", "gcr", "catalog", "dockerhub", "quay", "ghcr", "list"]
 
 
 class _Model(BaseModel):

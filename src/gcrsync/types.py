@@ -14,6 +14,7 @@ class TagInfo:
     media_type: str | None = None
     pushed_at: datetime | None = None
     size: int | None = None
+    sparse: bool = False  # a manifest list the source says is sparse (quay: children may be absent)
 
 
 @dataclass

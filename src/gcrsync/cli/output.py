@@ -107,6 +107,8 @@ def print_summary(report: SyncReport) -> None:
             table.add_column(col)
         for item, res in sorted(report.outcome.results, key=lambda p: p[0].source):
             label = res.state if item.state != "changed" or res.state != "copied" else "updated"
+            if res.sparse_children_missing:
+                label += f" (sparse: {res.sparse_children_missing} absent)"
             table.add_row(label, item.source, item.target, short(res.digest), human_bytes(res.bytes_copied),
                           f"{res.blobs_copied}/{res.blobs_mounted}/{res.blobs_skipped}", res.error or "")
         console.print(table)
@@ -117,10 +119,12 @@ def print_summary(report: SyncReport) -> None:
     counts = report.plan.counts()
     failed = len(report.outcome.failed)
     skipped = sum(r.state == "skipped" for _, r in report.outcome.results)
+    sparse = sum(r.sparse_children_missing > 0 for _, r in report.outcome.results)
     console.print(
         f"synced {len(report.outcome.results) - failed - skipped} images ({human_bytes(data['bytes_copied'])}), "
         f"{counts['unchanged']} unchanged, {failed + counts['error']} failed, {counts['removed']} removed upstream"
         + (f", {skipped} skipped (platform)" if skipped else "")
+        + (f", {sparse} sparse (children absent at the source)" if sparse else "")
         + (f", {len(report.prune_failed)} not pruned" if report.prune_failed else "") + "; "
         f"{report.requests} requests, {report.retries} retries, {report.duration:.1f}s"
         + (f"; metadata commit {report.commit[:12]}" if report.commit else "")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from gcrsync.engine.blobs import BlobMover, verified
 from gcrsync.engine.result import ImageResult
-from gcrsync.errors import GcrsyncError, ManifestError
-from gcrsync.oci import IMAGE_TYPES, Manifest, Platform, filter_index
+from gcrsync.errors import GcrsyncError, ManifestError, NotFound, RegistryError
+from gcrsync.oci import IMAGE_TYPES, Manifest, Platform, filter_index, parse_manifest
 from gcrsync.store import ImageStore
 
 log = logging.getLogger("gcrsync.copy")
@@ -29,6 +29,9 @@ class CopyOptions:
     platforms: list[Platform] = field(default_factory=list)
     force: bool = False  # push even when the target tag already has the digest
     check_target: bool = True  # HEAD the target tag first (the sync plan already did, so it turns this off)
+    # Digests of manifest lists the source declared sparse (quay's `is_sparse`): only their children may
+    # be absent at the source. A 404 child of any other index fails the image, as it always did.
+    sparse: frozenset[str] = frozenset()
 
 
 async def copy_image(
@@ -46,6 +49,7 @@ async def copy_image(
     result = ImageResult(source=_ref_text(src, src_ref), target=_ref_text(dst, dst_ref))
     root = await src.get_manifest(src_ref)
     result.source_digest = root.digest
+    sparse = root.is_index and root.digest in options.sparse
     if options.platforms and root.is_index:
         root = filter_index(root, options.platforms)
         result.platforms = [str(p) for p in options.platforms]
@@ -64,10 +68,33 @@ async def copy_image(
         if existing is not None and existing.digest == root.digest:
             result.state = "unchanged"
             return result
-    await _copy_graph(src, dst, root, mover, result, depth=0, path=frozenset())
-    await dst.put_manifest(dst_ref, root)
+    missing: set[str] = set()
+    await _copy_graph(src, dst, root, mover, result, depth=0, path=frozenset(), missing=missing if sparse else None)
+    if missing and not {c.digest for c in root.children} - missing:
+        raise ManifestError(f"{result.source} is a sparse index none of whose (selected) children exist at the source")
+    try:
+        await dst.put_manifest(dst_ref, root)
+    except RegistryError as exc:
+        if not missing or exc.status not in (None, 400, 404):
+            raise
+        # The target refuses an index whose children it does not hold (distribution, OCI layouts): push
+        # the list of the children that exist instead (new bytes, new digest, like a platform filter).
+        log.info("%s refuses the sparse index (%s): pushing it without the %d children absent at the source",
+                 result.target, exc, len(missing))
+        root = without_children(root, missing)
+        result.digest = root.digest
+        await dst.put_manifest(dst_ref, root)
+    result.sparse_children_missing = len(missing)
     result.manifests_pushed += 1
     return result
+
+
+def without_children(index: Manifest, absent: set[str]) -> Manifest:
+    """An index minus the entries pointing at `absent` digests (everything else kept as it is)."""
+    doc = dict(index.extra)
+    doc["manifests"] = [raw for raw, desc in zip(doc["manifests"], index.children, strict=True)
+                        if desc.digest not in absent]
+    return parse_manifest(json.dumps(doc, indent=3).encode(), index.media_type)
 
 
 class PlatformMismatch(GcrsyncError):
@@ -108,7 +135,10 @@ async def _copy_graph(
     *,
     depth: int,
     path: frozenset[str],
+    missing: set[str] | None = None,
 ) -> None:
+    """Copy what `manifest` references. `missing`: the index is declared sparse, so a child absent at the
+    source (404) is left out and added to it instead of failing the image."""
     if depth > MAX_INDEX_DEPTH:
         raise ManifestError(f"index nesting deeper than {MAX_INDEX_DEPTH} levels")
     if manifest.digest in path:
@@ -121,7 +151,7 @@ async def _copy_graph(
                 if child.digest in seen:
                     continue
                 seen.add(child.digest)
-                group.create_task(_copy_child(src, dst, child.digest, mover, result, depth, path))
+                group.create_task(_copy_child(src, dst, child.digest, mover, result, depth, path, missing))
         else:
             unique = {b.digest: b for b in manifest.blobs if not b.foreign}
             for desc in unique.values():
@@ -136,13 +166,20 @@ async def _copy_child(
     result: ImageResult,
     depth: int,
     path: frozenset[str],
+    missing: set[str] | None = None,
 ) -> None:
     if digest in path:
         raise ManifestError(f"index refers to itself ({digest[:19]}…): cycle refused")
     # A child manifest already at the target implies its blobs are there too (registries enforce it).
     if await dst.head_manifest(digest) is not None:
         return
-    child = await src.get_manifest(digest)
+    try:
+        child = await src.get_manifest(digest)
+    except NotFound:
+        if missing is None:
+            raise
+        missing.add(digest)  # a sparse list: this child was never stored at the source
+        return
     await _copy_graph(src, dst, child, mover, result, depth=depth + 1, path=path)
     await dst.put_manifest(digest, child)
     result.manifests_pushed += 1

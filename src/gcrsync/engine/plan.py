@@ -54,6 +54,7 @@ class PlanItem:
     target_digest: str | None = None  # what the target (or the ledger) holds now
     state: State = "new"
     error: str | None = None
+    sparse: bool = False  # the listing says this tag's index is sparse (quay): absent children are expected
 
     @property
     def source(self) -> str:
@@ -108,7 +109,7 @@ def build_items(spec: SourceSpec, repos: Iterable[DiscoveredRepo]) -> list[PlanI
             info = repo.tags[tag]
             items.append(
                 PlanItem(spec, repo.repository, relative_path(spec.namespace, repo.repository), tag, target,
-                         source_digest=info.digest)
+                         source_digest=info.digest, sparse=info.sparse)
             )
     return items
 
@@ -164,10 +165,10 @@ async def resolve_digests(
                 return
             # With a platform subset the target digest differs from the source's by design; compare the
             # source digest the ledger recorded for that target digest instead (zot#4042's re-sync loop).
-            if filtered:
-                same = record is not None and record[0] == item.target_digest and record[1] == item.source_digest
-            else:
-                same = item.target_digest == item.source_digest
+            # A sparse index the target refused is mirrored without its absent children: a digest of its own
+            # too, matched the same way.
+            recorded = record is not None and record[0] == item.target_digest and record[1] == item.source_digest
+            same = recorded if filtered else item.target_digest == item.source_digest or (item.sparse and recorded)
             item.state = "unchanged" if same else "changed"
         except Exception as exc:  # one bad tag must not sink the plan; reported per item
             item.state, item.error = "error", error_text(exc)

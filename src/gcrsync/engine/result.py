@@ -24,3 +24,4 @@ class ImageResult:
     manifests_pushed: int = 0
     error: str | None = None
     platforms: list[str] = field(default_factory=list)
+    sparse_children_missing: int = 0  # children of a sparse source index that were absent there (not copied)

@@ -65,7 +65,8 @@ async def execute(
                     await on_result(item, result)
                 return
             # The plan already HEADed the target; only a platform subset (new digest computed here) needs a look.
-            options = CopyOptions(platforms=item.spec.platforms, check_target=bool(item.spec.platforms))
+            sparse = frozenset({item.source_digest}) if item.sparse and item.source_digest else frozenset()
+            options = CopyOptions(platforms=item.spec.platforms, check_target=bool(item.spec.platforms), sparse=sparse)
             try:
                 coro = copy_image(open_source(item), item.tag, open_target(item), item.tag, mover, options)
                 result = await asyncio.wait_for(coro, image_deadline) if image_deadline else await coro
@@ -80,6 +81,9 @@ async def execute(
                 log.error("failed %s → %s: %s", item.source, item.target, result.error)
             else:
                 log.info("%s %s → %s %s", result.state, item.source, item.target, result.digest[:19])
+                if result.sparse_children_missing:
+                    log.warning("%s is a sparse index: %d of its children are absent at the source and were not "
+                                "copied", item.source, result.sparse_children_missing)
             outcome.results.append((item, result))
             if on_result is not None:
                 await on_result(item, result)

@@ -12,7 +12,15 @@ from gcrsync.errors import AuthError, RegistryError
 from gcrsync.reference import validate_repository
 from gcrsync.registry.auth import ApiLogin, Authenticating, Authenticator, pull_scope
 from gcrsync.registry.credentials import CredentialStore
-from gcrsync.registry.discovery import DEFAULT_APIS, DiscoveredRepo, Method, api_login, chosen_method, discover
+from gcrsync.registry.discovery import (
+    DEFAULT_APIS,
+    DiscoveredRepo,
+    Method,
+    api_login,
+    chosen_method,
+    discover,
+    uses_registry_credentials,
+)
 from gcrsync.registry.discovery.pages import JsonPage
 from gcrsync.registry.errors import registry_error
 from gcrsync.registry.redirects import Redirecting
@@ -88,16 +96,21 @@ class RegistryClient:
     ) -> list[DiscoveredRepo]:
         """Discovery of one namespace through this client: the registry's web API from `apis` (or the
         public one), authenticated with the registry's credentials where they are known (Docker Hub: then
-        private repositories are listed too)."""
+        private repositories are listed too; GitHub: the token is required; quay: `_catalog` as the
+        robot account adds its private repositories)."""
         api_host = "registry-1.docker.io" if registry == "docker.io" else registry
         chosen = chosen_method(registry, method)
         api = self.apis.get(registry) or DEFAULT_APIS.get(chosen)
         authenticated = False
         if api is not None:
             login = api_login(chosen, registry, api)
-            authenticated = login is not None and await self.auth.credentials.get(login.credential_host) is not None
-            if login is not None and authenticated:
-                self.add_api_login(api, login)
+            if login is not None:
+                cred = await self.auth.credentials.get(login.credential_host)
+                authenticated = cred is not None and bool(cred.password)
+                if authenticated:
+                    self.add_api_login(api, login)
+            elif uses_registry_credentials(chosen):
+                authenticated = await self.auth.credentials.get(registry) is not None
         return await discover(
             self, api_host, namespace, method, repositories=repositories, query_jobs=query_jobs,
             scheme=self.transport.scheme_for(api_host), api=api, authenticated=authenticated,

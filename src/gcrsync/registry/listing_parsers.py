@@ -135,6 +135,14 @@ def _epoch(url: str, value: object, what: str, *, scale: int) -> datetime | None
         raise fail(url, f"{what} is out of range: {count}") from None
 
 
+def _flag(url: str, value: object, what: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise fail(url, f"{what} is not a boolean")
+    return value
+
+
 def _iso_time(url: str, value: object, what: str) -> datetime | None:
     text = _optional_str(url, value, what)
     if text is None:
@@ -329,8 +337,51 @@ def parse_quay_tags(url: str, body: object) -> tuple[dict[str, TagInfo], bool]:
             pushed_at=_epoch(url, entry.get("start_ts"), f"{what} start_ts", scale=1)
             or _rfc2822_time(url, entry.get("last_modified"), f"{what} last_modified"),
             size=_count(url, entry.get("size"), f"{what} size"),
+            sparse=_flag(url, entry.get("is_sparse"), f"{what} is_sparse"),
         )
     more = doc.get("has_additional", False)
     if not isinstance(more, bool):
         raise fail(url, "'has_additional' is not a boolean")
     return tags, more
+
+
+# --- GitHub packages API (ghcr.io) -------------------------------------------------------------------
+# docs.github.com/rest/packages/packages: a package list is a JSON array of {name, package_type, …}; a
+# version list a JSON array of {name (the manifest digest), created_at, updated_at,
+# metadata: {package_type, container: {tags: [...]}}}; pages by Link headers.
+
+
+def parse_github_packages(url: str, body: object) -> list[str]:
+    """Names of the container packages on one page (a name may hold '/': a nested repository)."""
+    names: list[str] = []
+    for item in _list(url, body, "package list"):
+        entry = _object(url, item, "package entry")
+        kind = entry.get("package_type")
+        if kind is not None and kind != "container":
+            continue
+        names.append(check_repository(url, entry.get("name")))
+    return names
+
+
+def parse_github_versions(url: str, body: object) -> dict[str, TagInfo]:
+    """The tags of one page of package versions, each with its version's digest and time.
+
+    Versions come newest first; should a tag show up twice (it moved while we paged), the first wins.
+    Untagged versions (children of a multi-platform image, old pushes) are not tags and are left out.
+    """
+    tags: dict[str, TagInfo] = {}
+    for item in _list(url, body, "version list"):
+        entry = _object(url, item, "version entry")
+        digest = _digest(url, entry.get("name"), "version name")
+        if digest is None:
+            raise fail(url, "a package version has no digest 'name'")
+        what = f"version {digest[:19]}…"
+        metadata = _object(url, entry.get("metadata") or {}, f"{what} metadata")
+        container = _object(url, metadata.get("container") or {}, f"{what} metadata.container")
+        pushed = _iso_time(url, entry.get("updated_at"), f"{what} updated_at") or _iso_time(
+            url, entry.get("created_at"), f"{what} created_at")
+        for tag in _list(url, container.get("tags"), f"{what} tags", null_ok=True):
+            name = check_tag(url, tag)
+            if name not in tags:
+                tags[name] = TagInfo(digest=digest, pushed_at=pushed)
+    return tags

@@ -68,6 +68,7 @@ class SyncReport:
                 "blobs_copied": res.blobs_copied if res else 0,
                 "blobs_mounted": res.blobs_mounted if res else 0,
                 "blobs_skipped": res.blobs_skipped if res else 0,
+                "sparse_children_missing": res.sparse_children_missing if res else 0,
                 "error": (res.error if res else item.error),
             })
         states: dict[str, int] = {}

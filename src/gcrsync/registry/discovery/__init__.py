@@ -2,8 +2,8 @@
 
 One strategy per registry family, because `_catalog` is unusable on the public registries we mirror
 from (gcr.io lists every project or nothing, registry.k8s.io answers 404, Docker Hub 401, quay.io an
-empty list): GCR/Artifact Registry's recursive `tags/list` extension, the Docker Hub and Quay web APIs,
-the OCI `_catalog`, or an explicit repository list.
+empty list to anonymous clients, ghcr.io 404): GCR/Artifact Registry's recursive `tags/list` extension,
+the Docker Hub, Quay and GitHub packages web APIs, the OCI `_catalog`, or an explicit repository list.
 
 Any failure - HTTP error, malformed body, a pagination link to another host - fails the whole namespace.
 An empty or partial answer is never taken for "no images", since that is how the original gcrsync came
@@ -20,6 +20,7 @@ from gcrsync.registry.auth import ApiLogin
 from gcrsync.registry.discovery.catalog import list_catalog, list_given
 from gcrsync.registry.discovery.dockerhub import list_dockerhub, login_url
 from gcrsync.registry.discovery.gcr import list_gcr
+from gcrsync.registry.discovery.ghcr import list_ghcr
 from gcrsync.registry.discovery.pages import MAX_PAGES, JsonFetcher, JsonPage, Lister
 from gcrsync.registry.discovery.quay import list_quay
 from gcrsync.registry.listing_parsers import DiscoveryError, is_valid_repository
@@ -38,9 +39,10 @@ __all__ = [
     "discover",
 ]
 
-Method = Literal["auto", "gcr", "catalog", "dockerhub", "quay", "list"]
-DEFAULT_APIS = {"dockerhub": "https://hub.docker.com", "quay": "https://quay.io"}  # the public services' APIs
-_METHODS = frozenset({"auto", "gcr", "catalog", "dockerhub", "quay", "list"})
+Method = Literal["auto", "gcr", "catalog", "dockerhub", "quay", "ghcr", "list"]
+# The public services' APIs (GitHub Enterprise: its own, through `registries: <host>: api:`).
+DEFAULT_APIS = {"dockerhub": "https://hub.docker.com", "quay": "https://quay.io", "ghcr": "https://api.github.com"}
+_METHODS = frozenset({"auto", "gcr", "catalog", "dockerhub", "quay", "ghcr", "list"})
 
 
 def default_method(host: str) -> str:
@@ -52,6 +54,8 @@ def default_method(host: str) -> str:
         return "dockerhub"
     if name == "quay.io":
         return "quay"
+    if name == "ghcr.io":
+        return "ghcr"
     return "catalog"
 
 
@@ -96,7 +100,9 @@ async def discover(
     elif chosen == "dockerhub":
         found = await list_dockerhub(lister, api_base, authenticated=authenticated)
     elif chosen == "quay":
-        found = await list_quay(lister, api_base)
+        found = await list_quay(lister, api_base, authenticated=authenticated)
+    elif chosen == "ghcr":
+        found = await list_ghcr(lister, api_base, authenticated=authenticated)
     else:
         if repositories is None:
             raise ConfigError(f"discovery method 'list' needs a repository list for namespace {namespace!r}")
@@ -109,7 +115,14 @@ def api_login(method: str, registry: str, api: str) -> ApiLogin | None:
     takes none, or only anonymous requests are made)."""
     if method == "dockerhub":
         return ApiLogin(registry, login_url(api.rstrip("/")))
+    if method == "ghcr":
+        return ApiLogin(registry)  # the registry's password (a GitHub token) is the API's bearer token
     return None
+
+
+def uses_registry_credentials(method: str) -> bool:
+    """Methods that list more with the registry's own credentials (quay: `_catalog` as a robot account)."""
+    return method == "quay"
 
 
 def chosen_method(registry: str, method: str) -> str:
