@@ -35,7 +35,7 @@ _LIST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docke
 
 
 class GhcrPersonality:
-    def __init__(self, backend: RegistryServer, *, tokens: set[str], orgs: set[str] = frozenset(),  # type: ignore[assignment]
+    def __init__(self, backend: RegistryServer, *, tokens: set[str], orgs: frozenset[str] | set[str] = frozenset(),
                  max_per_page: int = 100) -> None:
         self.backend = backend
         self.tokens = set(tokens)
