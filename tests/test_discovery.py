@@ -201,7 +201,7 @@ async def test_gcr_empty_namespace_root_is_not_a_repository() -> None:
     assert await discover(FakeFetcher(responses), "gcr.io", "ns", "gcr") == []
 
 
-@pytest.mark.parametrize("method", ["dockerhub", "quay"])
+@pytest.mark.parametrize("method", ["dockerhub", "quay", "ghcr"])
 async def test_api_methods_need_a_namespace(method: Any) -> None:
     with pytest.raises(ConfigError, match="needs a namespace"):
         await discover(FakeFetcher({}), "example.com", "", method)
@@ -443,6 +443,119 @@ async def test_quay_malformed_tags_are_refused(field: str, value: object, messag
     )
     with pytest.raises(DiscoveryError, match=message):
         await discover(FakeFetcher(quay), "quay.io", "coreos", "quay")
+
+
+async def test_quay_tag_list_is_the_registrys_and_v1_only_adds_metadata() -> None:
+    quay = load("quay.json")
+    # v1 knows a tag the registry no longer lists (deleted since) and misses one (skipped by offset paging).
+    quay["https://quay.io/v2/coreos/etcd/tags/list?n=1000"]["body"]["tags"] = ["v3.5.0", "v3.5.1"]
+    quay["https://quay.io/api/v1/repository/coreos/etcd/tag/?onlyActiveTags=true&limit=100&page=1"]["body"][
+        "tags"].append({"name": "gone", "manifest_digest": D["1"], "start_ts": 1600000000})
+    etcd = by_name(await discover(FakeFetcher(quay), "quay.io", "coreos", "quay"))["coreos/etcd"].tags
+    assert list(etcd) == ["v3.5.0", "v3.5.1"]
+    assert etcd["v3.5.0"].digest == D["9"] and etcd["v3.5.1"].digest is None
+
+
+async def test_quay_is_sparse_is_read_and_checked() -> None:
+    quay = load("quay.json")
+    url = "https://quay.io/api/v1/repository/coreos/flannel/tag/?onlyActiveTags=true&limit=100&page=1"
+    quay[url]["body"]["tags"][0].update(is_sparse=True, child_manifest_count=3)
+    flannel = by_name(await discover(FakeFetcher(quay), "quay.io", "coreos", "quay"))["coreos/flannel"].tags
+    assert flannel["v0.15.1"].sparse and not flannel["v0.9.1"].sparse
+    quay[url]["body"]["tags"][0]["is_sparse"] = "yes"
+    with pytest.raises(DiscoveryError, match="is_sparse"):
+        await discover(FakeFetcher(quay), "quay.io", "coreos", "quay")
+
+
+async def test_quay_with_credentials_adds_catalog_repositories_of_the_namespace() -> None:
+    quay = load("quay.json")
+    quay["https://quay.io/v2/"] = {"body": {}}
+    quay["https://quay.io/v2/_catalog?n=100"] = {
+        "body": {"repositories": ["coreos/private"]},
+        "headers": {"Link": '</v2/_catalog?n=100&next_page=gAAAAB-x>; rel="next"'}}
+    quay["https://quay.io/v2/_catalog?n=100&next_page=gAAAAB-x"] = {
+        "body": {"repositories": ["coreos/etcd", "other/thing"]}}
+    quay["https://quay.io/v2/coreos/private/tags/list?n=1000"] = {"body": {"tags": ["v1"]}}
+    fetcher = FakeFetcher(quay)
+    repos = by_name(await discover(fetcher, "quay.io", "coreos", "quay", authenticated=True))
+    assert sorted(repos) == ["coreos/etcd", "coreos/flannel", "coreos/private"]
+    assert repos["coreos/private"].tags["v1"].digest is None  # no v1 API call for a private repository
+    assert not any("/api/v1/repository/coreos/private" in c for c in fetcher.calls)
+    assert fetcher.calls.index("https://quay.io/v2/") < fetcher.calls.index("https://quay.io/v2/_catalog?n=100")
+
+
+# --- GitHub packages (ghcr.io) --------------------------------------------------------------------------
+
+GH = "https://api.github.com"
+
+
+def _github(owner_kind: str = "orgs") -> dict[str, Any]:
+    versions = f"{GH}/{owner_kind}/acme/packages/container/tools%2Fcli/versions?per_page=100"
+    return {
+        f"{GH}/{owner_kind}/acme/packages?package_type=container&per_page=100": {
+            "body": [{"name": "tools/cli", "package_type": "container"}, {"name": "lib", "package_type": "npm"}],
+            "headers": {"Link": f'<{GH}/organizations/7/packages?package_type=container&page=2>; rel="next"'}},
+        f"{GH}/organizations/7/packages?package_type=container&page=2": {
+            "body": [{"name": "app", "package_type": "container"}]},
+        versions: {"body": [
+            {"name": D["1"], "updated_at": "2026-11-02T10:00:00Z", "metadata": {"container": {"tags": ["v2"]}}},
+            {"name": D["2"], "metadata": {"container": {"tags": []}}},  # an untagged platform child
+        ], "headers": {"Link": f'<{GH}/{owner_kind}/acme/packages/container/tools%2Fcli/versions?page=2>; rel="next"'}},
+        f"{GH}/{owner_kind}/acme/packages/container/tools%2Fcli/versions?page=2": {"body": [
+            {"name": D["3"], "created_at": "2026-10-01T00:00:00+00:00",
+             "metadata": {"package_type": "container", "container": {"tags": ["v1", "v2"]}}}]},
+        f"{GH}/{owner_kind}/acme/packages/container/app/versions?per_page=100": {"body": []},
+    }
+
+
+async def test_ghcr_lists_packages_and_tags_with_digests() -> None:
+    repos = by_name(await discover(FakeFetcher(_github()), "ghcr.io", "acme", "auto", authenticated=True))
+    assert sorted(repos) == ["acme/app", "acme/tools/cli"]  # the npm package is not an image
+    cli = repos["acme/tools/cli"].tags
+    assert list(cli) == ["v1", "v2"]
+    assert cli["v2"].digest == D["1"]  # newest first: the tag's current version wins
+    assert cli["v2"].pushed_at == datetime(2026, 11, 2, 10, tzinfo=UTC)
+    assert cli["v1"].digest == D["3"] and cli["v1"].pushed_at == datetime(2026, 10, 1, tzinfo=UTC)
+    assert repos["acme/app"].tags == {}
+
+
+async def test_ghcr_user_namespace_after_org_404() -> None:
+    fetcher = FakeFetcher(_github("users"))
+    repos = await discover(fetcher, "ghcr.io", "acme", "ghcr", authenticated=True)
+    assert [r.repository for r in repos] == ["acme/app", "acme/tools/cli"]
+    assert fetcher.calls[0].startswith(f"{GH}/orgs/acme/packages")
+
+
+async def test_ghcr_without_a_token_fails_before_any_request() -> None:
+    fetcher = FakeFetcher(_github())
+    with pytest.raises(AuthError, match="token_env"):
+        await discover(fetcher, "ghcr.io", "acme", "ghcr")
+    assert fetcher.calls == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "not-a-digest", "metadata": {}}, "version name"),
+        ({"metadata": {"container": {"tags": ["v1"]}}}, "no digest"),
+        ({"name": D["1"], "metadata": {"container": {"tags": "v1"}}}, "tags"),
+        ({"name": D["1"], "metadata": {"container": {"tags": ["Bad Tag"]}}}, "invalid tag"),
+        ({"name": D["1"], "updated_at": "yesterday", "metadata": {}}, "ISO 8601"),
+    ],
+)
+async def test_ghcr_malformed_versions_are_refused(entry: dict[str, Any], message: str) -> None:
+    github = _github()
+    github[f"{GH}/orgs/acme/packages/container/app/versions?per_page=100"]["body"] = [entry]
+    with pytest.raises(DiscoveryError, match=message):
+        await discover(FakeFetcher(github), "ghcr.io", "acme", "ghcr", authenticated=True)
+
+
+async def test_ghcr_link_to_another_host_is_refused() -> None:
+    github = _github()
+    github[f"{GH}/orgs/acme/packages?package_type=container&per_page=100"]["headers"]["Link"] = (
+        '<https://evil.example/orgs/acme/packages?page=2>; rel="next"')
+    with pytest.raises(DiscoveryError, match="another server"):
+        await discover(FakeFetcher(github), "ghcr.io", "acme", "ghcr", authenticated=True)
 
 
 # --- arguments ------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def test_ghcr_discovery_with_a_token(ghcr: GhcrPersonality, owners: tuple[str, s
 
 def test_ghcr_prefix_namespace_lists_only_that_prefix(ghcr: GhcrPersonality, owners: tuple[str, str, dict[str, str]],
                                                       registry2: RegistryServer, tmp_path: Path) -> None:
-    org, _, pushed = owners
+    org = owners[0]
     result, report = _sync(tmp_path, ghcr, [f"{org}/tools"], f"{registry2.host}/ghp",
                            env=_env(tmp_path, GH_TOKEN=TOKEN), token_env="GH_TOKEN")
     assert result.exit_code == 0, result.output

@@ -160,3 +160,19 @@ def test_quay_error_body_reaches_the_error_line(quay: QuayPersonality, registry:
     assert result.exit_code != 0
     assert report["namespaces"][0]["error"] is not None
     assert "HTTP 403: Unauthorized" in report["namespaces"][0]["error"]
+
+
+def test_sparse_list_into_an_oci_layout(quay: QuayPersonality, registry: RegistryServer, tmp_path: Path) -> None:
+    """An OCI layout refuses dangling references like a registry does: it gets the list of present children."""
+    ns = unique_repo("quayol")
+    digest, present, _ = make_sparse_index(registry.pusher(), f"{ns}/multi", "v2", absent=[0, 2], seed=306)
+    result, report = _sync(tmp_path, quay, ns, f"oci:{tmp_path / 'layout'}")
+    assert result.exit_code == 0, result.output
+    [image] = report["images"]
+    assert (image["state"], image["sparse_children_missing"], image["source_digest"]) == ("copied", 2, digest)
+    layout = tmp_path / "layout" / "multi"
+    [entry] = json.loads((layout / "index.json").read_text())["manifests"]
+    assert entry["digest"] == image["digest"] != digest
+    mirrored = json.loads((layout / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_bytes())
+    assert [m["digest"] for m in mirrored["manifests"]] == present
+    assert all((layout / "blobs" / "sha256" / child.split(":")[1]).is_file() for child in present)
