@@ -83,6 +83,8 @@ def test_ghcr_discovery_with_a_token(ghcr: GhcrPersonality, owners: tuple[str, s
     assert any(p.startswith("/organizations/") and "page=2" in p for p in paths)
     assert any(p.startswith(f"/orgs/{org}/packages/container/app/versions") and "page=2" in p for p in paths)
     assert f"/users/{user}/packages?package_type=container&per_page=100" in paths
+    # The registry itself was pulled from with a registry token issued for the same GitHub token.
+    assert ghcr.token_logins and set(ghcr.token_logins) == {TOKEN}
 
 
 def test_ghcr_prefix_namespace_lists_only_that_prefix(ghcr: GhcrPersonality, owners: tuple[str, str, dict[str, str]],
@@ -122,3 +124,16 @@ def test_ghcr_has_no_catalog(ghcr: GhcrPersonality, owners: tuple[str, str, dict
     assert result.exit_code != 0
     error = report["namespaces"][0]["error"]
     assert "_catalog" in error and "NOT_FOUND" in error
+
+
+def test_readme_examples_for_quay_and_ghcr_are_valid() -> None:
+    import re
+
+    from gcrsync.config import parse_config
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "quay.io/myorg" in b or "ghcr.io/myorg" in b]
+    assert len(blocks) == 2
+    quay, ghcr = (parse_config(b, "README.md") for b in blocks)
+    assert quay.registries["quay.io"].password_env == "QUAY_ROBOT_TOKEN"
+    assert ghcr.registries["ghcr.io"].token_env == "GITHUB_TOKEN"

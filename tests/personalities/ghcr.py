@@ -2,7 +2,10 @@
 
 Behaviour and sources (see also ../shared/research/registries.md):
 - The registry serves no `_catalog` (GitHub staff in microsoft/vscode-docker#1525; oras-project/oras-go#621):
-  404 here. Everything else under /v2/ is the real registry's answer.
+  404 here. It answers every /v2/ request without a token with a Bearer challenge (realm `/token`, as
+  ghcr.io's `https://ghcr.io/token`); the token endpoint gives anonymous tokens (public packages) and, for
+  Basic credentials whose password is a known GitHub token, the account's. Everything else under /v2/ is the
+  real registry's answer.
 - GitHub REST (docs.github.com/rest/packages/packages): `GET /orgs/{org}/packages?package_type=container`,
   `GET /users/{user}/packages?…`, `GET /orgs/{org}/packages/container/{name}/versions` (and `/users/…`):
   JSON arrays; a version is `{id, name: <manifest digest>, url, package_html_url, created_at, updated_at,
@@ -21,7 +24,9 @@ Behaviour and sources (see also ../shared/research/registries.md):
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
@@ -43,6 +48,8 @@ class GhcrPersonality:
         self.max_per_page = max_per_page
         self.api_seen: list[tuple[str, str | None]] = []  # raw path+query, Authorization
         self.registry_seen: list[tuple[str, str]] = []  # method, path_qs
+        self.token_logins: list[str | None] = []  # the GitHub token each registry token was issued for
+        self._registry_tokens: set[str] = set()
         self.remaining = 5000
         self.registry = AppHost(self._registry)
         self.api = AppHost(self._api)
@@ -67,9 +74,28 @@ class GhcrPersonality:
     # -- the registry -------------------------------------------------------------------------------------
     async def _registry(self, request: web.Request) -> web.StreamResponse:
         self.registry_seen.append((request.method, request.path_qs))
+        if request.path == "/token":
+            return self._registry_token(request)
+        auth = request.headers.get("Authorization", "")
+        if not (auth.startswith("Bearer ") and auth[7:] in self._registry_tokens):
+            challenge = f'Bearer realm="{self.registry.url}/token",service="ghcr.io"'
+            return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                                     status=401, headers={"WWW-Authenticate": challenge})
         if request.path == "/v2/_catalog":
             return web.json_response({"errors": [{"code": "NOT_FOUND", "message": "not found"}]}, status=404)
         return await self.registry.proxy(request, self.backend.url)
+
+    def _registry_token(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        github_token = None
+        if auth.lower().startswith("basic "):
+            github_token = base64.b64decode(auth[6:]).decode().partition(":")[2]
+            if github_token not in self.tokens:
+                return web.json_response({"errors": [{"code": "DENIED", "message": "denied"}]}, status=403)
+        token = secrets.token_urlsafe(16)
+        self._registry_tokens.add(token)
+        self.token_logins.append(github_token)
+        return web.json_response({"token": token})
 
     # -- the REST API ----------------------------------------------------------------------------------------
     async def _api(self, request: web.Request) -> web.StreamResponse:
