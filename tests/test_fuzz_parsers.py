@@ -682,6 +682,8 @@ def _parser_for(url: str) -> Parser:
         return lp.parse_catalog
     if url.split("?")[0].endswith("/tags/list"):
         return lp.parse_tags_list
+    if "api.github.com" in url:
+        return lp.parse_github_versions if "/versions" in url else lp.parse_github_packages
     if "hub.docker.com" in url:
         return lp.parse_hub_tags if "/tags" in url else lp.parse_hub_repositories
     return lp.parse_quay_tags if "/tag/" in url else lp.parse_quay_repositories
@@ -689,7 +691,8 @@ def _parser_for(url: str) -> Parser:
 
 RECORDED = [(url, rec["body"]) for f in sorted(DATA.glob("*.json")) for url, rec in json.loads(f.read_text()).items()]
 PARSERS: list[Parser] = [lp.parse_catalog, lp.parse_tags_list, lp.parse_hub_repositories, lp.parse_hub_tags,
-                         lp.parse_quay_repositories, lp.parse_quay_tags]
+                         lp.parse_quay_repositories, lp.parse_quay_tags, lp.parse_github_packages,
+                         lp.parse_github_versions]
 
 
 def test_recorded_listings_parse() -> None:

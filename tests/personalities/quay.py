@@ -12,7 +12,8 @@ Behaviour and sources (see also ../shared/research/registries.md):
 - `/v2/<repo>/tags/list`: cursor pages (`Link: <…?n=…&last=…>; rel="next"`), `n` capped at
   `v2_page_size` as quay caps it; served here from the real registry's tags (distribution 2.8 does not
   page tags/list).
-- `/v2/`: 401 with a Bearer challenge to anonymous clients (realm `/v2/auth`); `/v2/auth` gives tokens,
+- `/v2/`: 401 with a Bearer challenge to anonymous clients (realm `/v2/auth`), else 200 `true` (quay/quay
+  `endpoints/v2/__init__.py` `v2_support_enabled`); `/v2/auth` gives tokens,
   to robot accounts (Basic `robot$name:token`) and anonymously.
 - `/v2/_catalog`: anonymous → `{"repositories": []}`; with robot credentials (a token from `/v2/auth` or
   Basic) the repositories the robot can read, paged with `Link` and an opaque `next_page`
@@ -88,7 +89,7 @@ class QuayPersonality:
         if path == "/v2/":
             if self._robot(request) is None and not self._anonymous_token(request):
                 return self._challenge()
-            return web.json_response({})
+            return web.Response(text="true", content_type="application/json")  # quay's v2_support_enabled
         if path == "/v2/_catalog":
             return await self._catalog(request)
         if path.startswith("/v2/") and path.endswith("/tags/list"):

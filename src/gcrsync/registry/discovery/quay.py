@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
-from gcrsync.errors import ConfigError
+from gcrsync.errors import ConfigError, RegistryError
 from gcrsync.registry.discovery.catalog import plain_tags
 from gcrsync.registry.discovery.gcr import sorted_tags
 from gcrsync.registry.discovery.pages import MAX_PAGES, Lister, gather
@@ -82,8 +82,13 @@ async def _public_repositories(lister: Lister, api: str, ns: str) -> list[str]:
 async def _catalog_repositories(lister: Lister, ns: str) -> list[str]:
     """The namespace's repositories in the registry's `_catalog`, as the configured account sees them."""
     # Quay answers an anonymous _catalog with 200 and [] (no challenge), so the credentials would never
-    # be sent: `GET /v2/` (401 with the challenge) teaches the auth layer how to log in first.
-    await lister.get(f"{lister.base}/v2/")
+    # be sent: `GET /v2/` (401 with the challenge) teaches the auth layer how to log in first. Its body
+    # (quay: `true`) does not matter, only that it answers 200 once logged in.
+    try:
+        await lister.get(f"{lister.base}/v2/")
+    except RegistryError as exc:
+        if exc.status is not None:
+            raise
     names: list[str] = []
     for page in await lister.link_pages(f"{lister.base}/v2/_catalog?n=100"):
         for name in parse_catalog(page.url, page.body):
