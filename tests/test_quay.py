@@ -176,3 +176,32 @@ def test_sparse_list_into_an_oci_layout(quay: QuayPersonality, registry: Registr
     mirrored = json.loads((layout / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_bytes())
     assert [m["digest"] for m in mirrored["manifests"]] == present
     assert all((layout / "blobs" / "sha256" / child.split(":")[1]).is_file() for child in present)
+
+
+async def test_a_404_child_is_skipped_only_for_the_index_declared_sparse(registry: RegistryServer,
+                                                                        registry2: RegistryServer) -> None:
+    """The engine's rule, whatever the listing: `sparse` names index digests; a 404 child of any other
+    index (a different digest at the tag, or none declared) fails the image and pushes no index."""
+    from gcrsync.engine.blobs import BlobMover
+    from gcrsync.engine.copy import CopyOptions, copy_image
+    from gcrsync.errors import NotFound
+    from gcrsync.registry.client import RegistryClient
+    from gcrsync.registry.credentials import CredentialStore
+    from gcrsync.registry.transport import Transport, TransportOptions
+
+    repo = unique_repo("sparse-engine")
+    digest, present, absent = make_sparse_index(registry.pusher(), repo, "v1", absent=[2], seed=307)
+    async with Transport(TransportOptions(max_attempts=1)) as transport:
+        client = RegistryClient(transport, CredentialStore(use_docker_config=False))
+        src = client.repository(registry.host, repo)
+        for declared in (frozenset(), frozenset({"sha256:" + "0" * 64})):
+            with pytest.raises(ExceptionGroup) as caught:
+                await copy_image(src, "v1", client.repository(registry2.host, repo), "v1", BlobMover(4),
+                                 CopyOptions(sparse=declared))
+            assert caught.group_contains(NotFound)
+            assert await client.repository(registry2.host, repo).head_manifest("v1") is None
+        result = await copy_image(src, "v1", client.repository(registry2.host, repo), "v1", BlobMover(4),
+                                  CopyOptions(sparse=frozenset({digest})))
+    assert (result.sparse_children_missing, result.source_digest) == (1, digest)
+    assert [m["digest"] for m in json.loads(skopeo_raw(registry2.ref(repo, "v1")))["manifests"]] == present
+    assert absent[0] not in skopeo_raw(registry2.ref(repo, "v1")).decode()
