@@ -479,7 +479,8 @@ async def test_quay_with_credentials_adds_catalog_repositories_of_the_namespace(
     fetcher = FakeFetcher(quay)
     repos = by_name(await discover(fetcher, "quay.io", "coreos", "quay", authenticated=True))
     assert sorted(repos) == ["coreos/etcd", "coreos/flannel", "coreos/private"]
-    assert repos["coreos/private"].tags["v1"].digest is None  # no v1 API call for a private repository
+    private = repos["coreos/private"].tags["v1"]
+    assert private.digest is None and not private.sparse  # no v1 API call for a private repository
     assert not any("/api/v1/repository/coreos/private" in c for c in fetcher.calls)
     assert fetcher.calls.index("https://quay.io/v2/") < fetcher.calls.index("https://quay.io/v2/_catalog?n=100")
 
