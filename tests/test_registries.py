@@ -218,3 +218,20 @@ async def test_pagination_after_a_redirect_follows_links_from_the_host_that_answ
             client = RegistryClient(transport, CredentialStore(use_docker_config=False))
             repos = await client.list_namespace(front.host, repo, "list", repositories=[repo])
     assert [list(r.tags) for r in repos] == [["a", "b", "c", "d", "e"]]
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b'{"errors": [{"code": "DENIED", "message": "requested access to the resource is denied"}]}',
+     "DENIED: requested access to the resource is denied"),
+    (b'{"message": "pagination offset too large for anonymous requests"}',
+     "HTTP 403: pagination offset too large for anonymous requests"),  # Docker Hub
+    (b'{"detail": "Incorrect authentication credentials."}', "HTTP 403: Incorrect authentication credentials."),
+    (b'{"error_message": "Unauthorized", "detail": "Unauthorized"}', "HTTP 403: Unauthorized"),  # quay
+    (b'{"message": "Requires authentication", "documentation_url": "https://docs.github.com/rest"}',
+     "HTTP 403: Requires authentication"),  # GitHub
+    (b"<html>forbidden</html>", "HTTP 403"),
+])
+def test_service_error_bodies_reach_the_one_line_error(body: bytes, expected: str) -> None:
+    from gcrsync.registry.errors import registry_error
+
+    assert str(registry_error("GET x", 403, body)) == f"GET x: {expected}"
