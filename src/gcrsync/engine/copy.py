@@ -57,6 +57,7 @@ async def copy_image(
             wanted = ", ".join(str(p) for p in options.platforms)
             raise PlatformMismatch(f"{result.source} is a single-platform {platform} image, not {wanted}")
     result.digest, result.media_type = root.digest, root.media_type
+    result.subjects = ([] if result.platforms else [root.digest]) + [c.digest for c in root.children]
     if on_manifest:
         on_manifest(root)
     if options.check_target and not options.force:

@@ -24,3 +24,6 @@ class ImageResult:
     manifests_pushed: int = 0
     error: str | None = None
     platforms: list[str] = field(default_factory=list)
+    # Digests at both ends that artifacts can be attached to: the tagged manifest (unless a platform subset
+    # made a new one) and the index's children.
+    subjects: list[str] = field(default_factory=list)
