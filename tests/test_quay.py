@@ -203,5 +203,6 @@ async def test_a_404_child_is_skipped_only_for_the_index_declared_sparse(registr
         result = await copy_image(src, "v1", client.repository(registry2.host, repo), "v1", BlobMover(4),
                                   CopyOptions(sparse=frozenset({digest})))
     assert (result.sparse_children_missing, result.source_digest) == (1, digest)
+    assert result.subjects == present  # neither the absent child nor the source index (not at the target)
     assert [m["digest"] for m in json.loads(skopeo_raw(registry2.ref(repo, "v1")))["manifests"]] == present
     assert absent[0] not in skopeo_raw(registry2.ref(repo, "v1")).decode()

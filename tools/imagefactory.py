@@ -389,3 +389,69 @@ def push_schema1(
     }
     signed = jose.pretty_sign(_dumps(manifest), jose.key_from_seed(seed))
     return pusher.push_manifest(repo, tag, signed, DOCKER_SCHEMA1_SIGNED)
+
+
+# -- artifacts attached to images (cosign tag schema and OCI 1.1 referrers) ----------------------------------
+COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN_SIG_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+SPDX_JSON = "application/spdx+json"
+
+
+def cosign_tag(digest: str, suffix: str) -> str:
+    """cosign's tag schema: `sha256:ab…` → `sha256-ab….sig` (`.att`, `.sbom`)."""
+    alg, _, hex_part = digest.partition(":")
+    return f"{alg}-{hex_part}.{suffix}"
+
+
+def push_attached(
+    pusher: RegistryPusher,
+    repo: str,
+    kind: str,
+    subject: dict[str, Any],
+    *,
+    tag: str | None = None,
+    with_subject: bool = True,
+    seed: int = 0,
+) -> tuple[str, bytes]:
+    """Push a cosign-shaped artifact about ``subject`` (a descriptor: mediaType, digest, size).
+
+    kind: ``sig`` (a simple-signing payload with the ``dev.cosignproject.cosign/signature`` annotation),
+    ``att`` (an in-toto statement in a DSSE envelope), ``sbom`` (an SPDX document as an OCI artifact).
+    ``with_subject`` makes it an OCI 1.1 referrer; ``tag`` pushes it under a tag (cosign's tag schema).
+    """
+    digest = subject["digest"]
+    if kind == "sig":
+        payload = _dumps({"critical": {"identity": {"docker-reference": repo}, "image": {
+            "docker-manifest-digest": digest}, "type": "cosign container image signature"}, "optional": None})
+        layer_type, artifact_type = COSIGN_SIMPLESIGNING, COSIGN_SIG_ARTIFACT
+        annotations = {"dev.cosignproject.cosign/signature": base64.b64encode(
+            hashlib.sha256(f"sig:{seed}:{digest}".encode()).digest()).decode()}
+    elif kind == "att":
+        statement = {"_type": "https://in-toto.io/Statement/v1", "predicateType": "https://slsa.dev/provenance/v1",
+                     "subject": [{"name": repo, "digest": {"sha256": digest.split(":", 1)[1]}}],
+                     "predicate": {"seed": seed}}
+        payload = _dumps({"payloadType": "application/vnd.in-toto+json", "signatures": [{"sig": f"s{seed}"}],
+                          "payload": base64.b64encode(_dumps(statement)).decode()})
+        layer_type, artifact_type = DSSE_ENVELOPE, "application/vnd.dev.sigstore.bundle+json;version=0.3"
+        annotations = {"predicateType": "https://slsa.dev/provenance/v1"}
+    elif kind == "sbom":
+        payload = _dumps({"spdxVersion": "SPDX-2.3", "SPDXID": "SPDXRef-DOCUMENT", "name": repo,
+                          "dataLicense": "CC0-1.0", "documentNamespace": f"https://example.invalid/{seed}",
+                          "packages": [{"name": "busybox", "SPDXID": "SPDXRef-1", "versionInfo": str(seed)}]})
+        layer_type, artifact_type = SPDX_JSON, SPDX_JSON
+        annotations = {"org.opencontainers.image.title": "sbom.spdx.json"}
+    else:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    empty = pusher.push_blob(repo, b"{}", OCI_EMPTY)
+    empty["data"] = base64.b64encode(b"{}").decode()
+    layer = pusher.push_blob(repo, payload, layer_type)
+    layer["annotations"] = annotations
+    manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+                                "config": empty, "layers": [layer],
+                                "annotations": {"org.opencontainers.image.created": FIXED_TIME}}
+    if with_subject:
+        manifest["subject"] = {k: subject[k] for k in ("mediaType", "digest", "size")}
+    raw = _dumps(manifest)
+    pushed = pusher.push_manifest(repo, tag or sha256_digest(raw), raw, OCI_MANIFEST)
+    return pushed, raw

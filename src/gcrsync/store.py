@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from gcrsync.oci import Descriptor, Manifest
 
@@ -105,4 +105,26 @@ class CountsRequests(Protocol):
 
     def note_retry(self, reason: str) -> None:
         """Count a retry the engine made above the transport (e.g. a restarted streamed upload)."""
+        ...
+
+
+@runtime_checkable
+class HasReferrers(Protocol):
+    """A place that knows OCI 1.1 referrers: through the referrers API where it has one, else through the
+    spec's fallback tag `<alg>-<hex>` (an index of the referrers, kept by whoever pushes them)."""
+
+    async def referrers(self, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]] | None:
+        """Index entries of the manifests whose subject is `digest`; None without a referrers API."""
+        ...
+
+    async def fallback_referrers(self, digest: str) -> tuple[list[dict[str, Any]], str | None]:
+        """The entries of the fallback tag of `digest`, and that index's digest (None when absent)."""
+        ...
+
+    async def add_fallback_referrers(self, digest: str, entries: list[dict[str, Any]]) -> bool:
+        """Make the fallback tag of `digest` list `entries` too (idempotent); True when it changed."""
+        ...
+
+    async def has_referrers_api(self) -> bool:
+        """Whether pushing a manifest with a subject indexes it here by itself."""
         ...

@@ -1,2 +1,6 @@
-"""Registry personalities: small aiohttp apps on 127.0.0.1 that put a public registry's documented behaviour
-in front of a real local distribution registry (manifests and blobs stay real). Each cites its sources."""
+"""Behavioural fixtures of the public registries, each fronting a real local distribution registry.
+
+Where a public service cannot run here (Docker Hub's web API and token login, Artifact Registry's listing,
+registry.k8s.io's redirecting front, quay's and GitHub's APIs), a small aiohttp app reproduces its documented
+behaviour, limits and error bodies (each module cites its sources) while manifests and blobs stay real.
+"""

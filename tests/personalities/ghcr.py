@@ -27,14 +27,15 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 from tools.imagefactory import ACCEPT_ALL, manifest_digest
 
 from harness import RegistryServer
-from personalities.apphost import AppHost, backend_list
+from personalities.base import RegistryReader, ThreadedApp, relay
 
 _LIST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
@@ -51,8 +52,8 @@ class GhcrPersonality:
         self.token_logins: list[str | None] = []  # the GitHub token each registry token was issued for
         self._registry_tokens: set[str] = set()
         self.remaining = 5000
-        self.registry = AppHost(self._registry)
-        self.api = AppHost(self._api)
+        self.registry = ThreadedApp(_catch_all(self._registry), "ghcr-registry")
+        self.api = ThreadedApp(_catch_all(self._api), "ghcr-api")
 
     def __enter__(self) -> GhcrPersonality:
         self.registry.start()
@@ -83,7 +84,8 @@ class GhcrPersonality:
                                      status=401, headers={"WWW-Authenticate": challenge})
         if request.path == "/v2/_catalog":
             return web.json_response({"errors": [{"code": "NOT_FOUND", "message": "not found"}]}, status=404)
-        return await self.registry.proxy(request, self.backend.url)
+        assert self.registry.session is not None  # the registry app's own loop and session
+        return await relay(request, self.registry.session, self.backend.url + request.path_qs)
 
     def _registry_token(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
@@ -199,18 +201,27 @@ class GhcrPersonality:
         return web.json_response(body, status=status, headers={**limits, **(headers or {})})
 
     # -- the real registry ----------------------------------------------------------------------------------
-    async def _backend_repositories(self) -> list[str]:
+    def _session(self) -> ClientSession:
         assert self.api.session is not None
-        return await backend_list(self.api.session, self.backend.url, "/v2/_catalog", "repositories") or []
+        return self.api.session
+
+    async def _backend_repositories(self) -> list[str]:
+        return await RegistryReader(self.backend.url, self._session).repositories()
 
     async def _backend_tags(self, repo: str) -> list[str] | None:
-        assert self.api.session is not None
-        return await backend_list(self.api.session, self.backend.url, f"/v2/{repo}/tags/list", "tags")
+        if repo not in await self._backend_repositories():
+            return None
+        return await RegistryReader(self.backend.url, self._session).tags(repo)
 
     async def _manifest(self, repo: str, ref: str) -> tuple[bytes | None, str]:
-        assert self.api.session is not None
-        async with self.api.session.get(f"{self.backend.url}/v2/{repo}/manifests/{ref}",
+        async with self._session().get(f"{self.backend.url}/v2/{repo}/manifests/{ref}",
                                         headers={"Accept": ACCEPT_ALL}) as resp:
             if resp.status != 200:
                 return None, ""
             return await resp.read(), resp.headers.get("Content-Type", "")
+
+
+def _catch_all(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app

@@ -32,15 +32,15 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 from tools.imagefactory import ACCEPT_ALL, RegistryPusher, manifest_digest, push_index
 
 from harness import RegistryServer
-from personalities.apphost import AppHost, backend_list
+from personalities.base import RegistryReader, ThreadedApp, relay
 
 _LIST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
@@ -61,7 +61,7 @@ class QuayPersonality:
         self._tokens: dict[str, str | None] = {}  # issued token → robot name (None: anonymous)
         self._pages: dict[str, int] = {}  # opaque next_page token → offset
         self._clock = 1_700_000_000
-        self.app = AppHost(self._handle)
+        self.app = ThreadedApp(_catch_all(self._handle), "quay")
 
     def __enter__(self) -> QuayPersonality:
         self.app.start()
@@ -94,7 +94,7 @@ class QuayPersonality:
             return await self._catalog(request)
         if path.startswith("/v2/") and path.endswith("/tags/list"):
             return await self._tags_list(request, path[4:-10])
-        return await self.app.proxy(request, self.backend.url)
+        return await relay(request, self._session(), self.backend.url + request.path_qs)
 
     def _challenge(self) -> web.Response:
         header = f'Bearer realm="{self.url}/v2/auth",service="{self.host}"'
@@ -238,17 +238,20 @@ class QuayPersonality:
         return self._clock
 
     # -- the real registry ----------------------------------------------------------------------------------
-    async def _backend_repositories(self) -> list[str]:
+    def _session(self) -> ClientSession:
         assert self.app.session is not None
-        return await backend_list(self.app.session, self.backend.url, "/v2/_catalog", "repositories") or []
+        return self.app.session
+
+    async def _backend_repositories(self) -> list[str]:
+        return await RegistryReader(self.backend.url, self._session).repositories()
 
     async def _backend_tags(self, repo: str) -> list[str] | None:
-        assert self.app.session is not None
-        return await backend_list(self.app.session, self.backend.url, f"/v2/{repo}/tags/list", "tags")
+        if repo not in await self._backend_repositories():
+            return None
+        return await RegistryReader(self.backend.url, self._session).tags(repo)
 
     async def _manifest(self, repo: str, ref: str) -> tuple[bytes | None, str]:
-        assert self.app.session is not None
-        async with self.app.session.get(f"{self.backend.url}/v2/{repo}/manifests/{ref}",
+        async with self._session().get(f"{self.backend.url}/v2/{repo}/manifests/{ref}",
                                         headers={"Accept": ACCEPT_ALL}) as resp:
             if resp.status != 200:
                 return None, ""
@@ -274,3 +277,9 @@ def make_sparse_index(pusher: RegistryPusher, repo: str, tag: str, *, absent: li
     for child in gone:
         pusher.delete_manifest(repo, child)
     return digest, [c for c in children if c not in gone], gone
+
+
+def _catch_all(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app

@@ -61,6 +61,7 @@ async def copy_image(
             wanted = ", ".join(str(p) for p in options.platforms)
             raise PlatformMismatch(f"{result.source} is a single-platform {platform} image, not {wanted}")
     result.digest, result.media_type = root.digest, root.media_type
+    result.subjects = ([] if result.platforms else [root.digest]) + [c.digest for c in root.children]
     if on_manifest:
         on_manifest(root)
     if options.check_target and not options.force:
@@ -81,9 +82,11 @@ async def copy_image(
         # the list of the children that exist instead (new bytes, new digest, like a platform filter).
         log.info("%s refuses the sparse index (%s): pushing it without the %d children absent at the source",
                  result.target, exc, len(missing))
-        root = without_children(root, missing)
-        result.digest = root.digest
-        await dst.put_manifest(dst_ref, root)
+        reduced = without_children(root, missing)
+        await dst.put_manifest(dst_ref, reduced)
+        result.digest = reduced.digest
+    # What is absent (and an index the target does not hold byte for byte) carries no attached artifacts.
+    result.subjects = [d for d in result.subjects if d not in missing and (d != root.digest or d == result.digest)]
     result.sparse_children_missing = len(missing)
     result.manifests_pushed += 1
     return result

@@ -25,3 +25,6 @@ class ImageResult:
     error: str | None = None
     platforms: list[str] = field(default_factory=list)
     sparse_children_missing: int = 0  # children of a sparse source index that were absent there (not copied)
+    # Digests at both ends that artifacts can be attached to: the tagged manifest (unless a platform subset
+    # made a new one) and the index's children.
+    subjects: list[str] = field(default_factory=list)

@@ -21,6 +21,7 @@ from yarl import URL
 
 from gcrsync.errors import AuthError, RegistryError
 from gcrsync.registry.credentials import Credential, CredentialStore
+from gcrsync.registry.errors import service_message
 from gcrsync.registry.request import Request, Response, Sender, redact_url
 
 log = logging.getLogger("gcrsync.auth")
@@ -173,8 +174,9 @@ class Authenticator:
         async with self.sender.send(request) as resp:
             answer = await resp.read(MAX_TOKEN_BYTES)
             if resp.status in (401, 403):
-                raise AuthError(f"login to {host} refused ({resp.status}): the credentials of "
-                                f"{login.credential_host} were rejected", status=resp.status)
+                said = service_message(answer)[1]
+                raise AuthError(f"login to {host} refused ({resp.status}{': ' + said if said else ''}): the "
+                                f"credentials of {login.credential_host} were rejected", status=resp.status)
             if resp.status != 200:
                 raise RegistryError(f"login to {host} failed with HTTP {resp.status}", status=resp.status)
         token = _parse_token(host, answer)

@@ -1,7 +1,7 @@
 """One repository on one registry: the OCI Distribution API verbs, each a `Request` through the one stack.
 
 `Repository` implements gcrsync.store.ImageStore and the optional capabilities ListsTags, OpensSiblings,
-RemovesTags and CountsRequests. Blob uploads and mounts live in uploads.py.
+RemovesTags and CountsRequests. Blob uploads and mounts live in uploads.py, referrers in referrers.py.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from gcrsync.registry.connection import Connection
 from gcrsync.registry.errors import registry_error
 from gcrsync.registry.listing_parsers import next_link, parse_tags_list
 from gcrsync.registry.redirects import REDIRECT_STATUSES
+from gcrsync.registry.referrers import Referrers
 from gcrsync.registry.request import Request
 from gcrsync.registry.resume import RangeRefused
 from gcrsync.registry.uploads import BlobUploads
@@ -27,7 +28,7 @@ from gcrsync.registry.uploads import BlobUploads
 MAX_TAGS_PAGE_BYTES = 32 * 1024 * 1024
 
 
-class Repository(BlobUploads):
+class Repository(BlobUploads, Referrers):
     def __init__(self, client: Connection, host: str, repository: str) -> None:
         self.client = client
         self.host = host

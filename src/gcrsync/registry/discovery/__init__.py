@@ -98,7 +98,8 @@ async def discover(
     elif chosen == "catalog":
         found = await list_catalog(lister)
     elif chosen == "dockerhub":
-        found = await list_dockerhub(lister, api_base, authenticated=authenticated)
+        found = await list_dockerhub(lister, api_base, authenticated=authenticated,
+                                     registry="docker.io" if registry_host == "registry-1.docker.io" else registry_host)
     elif chosen == "quay":
         found = await list_quay(lister, api_base, authenticated=authenticated)
     elif chosen == "ghcr":

@@ -18,8 +18,8 @@ from yarl import URL
 from gcrsync.errors import AuthError, ConfigError, NotFound
 from gcrsync.registry.discovery.catalog import plain_tags
 from gcrsync.registry.discovery.gcr import sorted_tags
-from gcrsync.registry.discovery.pages import Lister, gather
-from gcrsync.registry.listing_parsers import is_valid_component, parse_hub_repositories, parse_hub_tags
+from gcrsync.registry.discovery.pages import MAX_PAGES, Lister, gather
+from gcrsync.registry.listing_parsers import fail, is_valid_component, parse_hub_repositories, parse_hub_tags
 from gcrsync.types import DiscoveredRepo, TagInfo
 
 log = logging.getLogger("gcrsync.discovery")
@@ -32,7 +32,8 @@ def login_url(api: str) -> URL:
     return URL(f"{api}/v2/auth/token")
 
 
-async def list_dockerhub(lister: Lister, api: str, *, authenticated: bool) -> list[DiscoveredRepo]:
+async def list_dockerhub(lister: Lister, api: str, *, authenticated: bool,
+                         registry: str = "docker.io") -> list[DiscoveredRepo]:
     ns = lister.need_namespace("dockerhub")
     if not is_valid_component(ns):
         raise ConfigError(f"a Docker Hub namespace is a single name, got {ns!r}")
@@ -46,33 +47,41 @@ async def list_dockerhub(lister: Lister, api: str, *, authenticated: bool) -> li
         pages = await lister.next_pages(legacy, parse_hub_repositories)
         tags_url = f"{api}/v2/repositories/{ns}/{{}}/tags/?page_size={PAGE_SIZE}"
     except AuthError as exc:
-        raise _explained(exc, ns, authenticated) from None
+        raise _explained(exc, registry, ns, authenticated) from None
     names = dict.fromkeys(name for page in pages for name in page)
     if not authenticated:
-        log.info("listing docker.io/%s without Docker Hub credentials: private repositories are not shown", ns)
+        log.info("listing %s/%s without Docker Hub credentials: private repositories are not shown", registry, ns)
 
     async def one(name: str) -> DiscoveredRepo:
         tags: dict[str, TagInfo] = {}
-        try:
-            for page in await lister.next_pages(tags_url.format(name), parse_hub_tags):
-                tags.update(page)
-        except AuthError as exc:
-            if authenticated or exc.status != 403 or len(tags) < ANONYMOUS_OFFSET_CAP:
-                raise _explained(exc, ns, authenticated) from None
-            # The anonymous paging cap: the registry's own listing is complete (no digests for the tags
-            # the API did not reach; the planner HEADs those).
-            log.info("docker.io/%s/%s has over %d tags: listing them through the registry instead",
-                     ns, name, ANONYMOUS_OFFSET_CAP)
-            complete = await plain_tags(lister, f"{ns}/{name}")
-            known = tags
-            tags = {tag: known.get(tag, info) for tag, info in complete.tags.items()}
+        url: str | None = tags_url.format(name)
+        seen: set[str] = set()
+        while url is not None:
+            if url in seen or len(seen) >= MAX_PAGES:
+                raise fail(url, "pagination loops or never ends")
+            seen.add(url)
+            try:
+                page = await lister.get(url)
+            except AuthError as exc:
+                if authenticated or exc.status != 403 or len(tags) < ANONYMOUS_OFFSET_CAP:
+                    raise _explained(exc, registry, ns, authenticated) from None
+                # The anonymous paging cap: the registry's own cursor-paged listing is complete; the tags
+                # the API did not reach have no digest yet (the planner HEADs those).
+                log.info("%s/%s/%s has over %d tags: listing them through the registry instead",
+                         registry, ns, name, ANONYMOUS_OFFSET_CAP)
+                complete = await plain_tags(lister, f"{ns}/{name}")
+                return DiscoveredRepo(complete.repository,
+                                      {tag: tags.get(tag, info) for tag, info in complete.tags.items()})
+            found, url = parse_hub_tags(page.url, page.body)
+            tags.update(found)
         return DiscoveredRepo(f"{ns}/{name}", sorted_tags(tags))
 
     return await gather(one(name) for name in names)
 
 
-def _explained(exc: AuthError, ns: str, authenticated: bool) -> AuthError:
-    fix = ("check the docker.io credentials (a personal access token with read access)" if authenticated
-           else "configure docker.io credentials (registries: docker.io: username_env/password_env, or docker login)")
-    return AuthError(f"listing docker.io/{ns} through the Docker Hub API was refused: {exc}; {fix}",
+def _explained(exc: AuthError, registry: str, ns: str, authenticated: bool) -> AuthError:
+    fix = (f"check the {registry} credentials (a personal access token with read access)" if authenticated
+           else f"configure {registry} credentials (registries: {registry}: username_env/password_env, "
+                "or docker login)")
+    return AuthError(f"listing {registry}/{ns} through the Docker Hub API was refused: {exc}; {fix}",
                      status=exc.status)

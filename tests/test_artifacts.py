@@ -1,0 +1,141 @@
+"""Signatures, attestations and SBOMs travel with their images: the engine's copy of attached artifacts in
+every direction (referrers API → API, API → fallback tag, fallback tag → API, cosign tag schema → tag
+schema), with cosign-shaped artifacts on a multi-arch index and on one of its children."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from tools.imagefactory import SPDX_JSON, cosign_tag, push_attached, push_index
+
+from gcrsync.engine.artifacts import ArtifactPolicy, copy_attached
+from gcrsync.engine.blobs import BlobMover
+from gcrsync.engine.copy import copy_image
+from gcrsync.registry.client import RegistryClient
+from gcrsync.registry.credentials import CredentialStore
+from gcrsync.registry.referrers import referrer_entry
+from gcrsync.registry.repository import Repository
+from gcrsync.registry.transport import Transport, TransportOptions
+from harness import RegistryServer, skopeo_digest, unique_repo
+from personalities.referrers import ReferrersRegistry
+
+INDEX_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[RegistryClient]:
+    async with Transport(TransportOptions(max_attempts=2, backoff_base=0.01)) as transport:
+        yield RegistryClient(transport, CredentialStore(use_docker_config=False))
+
+
+@pytest.fixture
+def fronts(registry: RegistryServer, registry2: RegistryServer) -> Iterator[dict[str, Any]]:
+    """Source and target, each as a referrers-capable front and as the bare distribution 2.8 behind it."""
+    with ReferrersRegistry(registry.url) as src, ReferrersRegistry(registry2.url) as dst:
+        yield {"native-src": src, "plain-src": registry, "native-dst": dst, "plain-dst": registry2}
+
+
+def attach_all(server: Any, repo: str, seed: int, *, referrers: bool = True) -> tuple[str, dict[str, str]]:
+    """A two-platform index; a signature and an attestation on the index, an SBOM and a signature on the
+    amd64 child, a signature on the attestation. Returns the index digest and name → artifact digest."""
+    pusher = server.pusher()
+    index = push_index(pusher, repo, "v1", [("linux", "amd64", None), ("linux", "arm64", "v8")], 2_000, seed=seed)
+    index_raw, _ = pusher.get_manifest(repo, index)
+    import json
+
+    child = json.loads(index_raw)["manifests"][0]
+    on_index = {"mediaType": INDEX_TYPE, "digest": index, "size": len(index_raw)}
+    on_child = {k: child[k] for k in ("mediaType", "digest", "size")}
+    out: dict[str, str] = {}
+    for name, kind, subject in (("index-sig", "sig", on_index), ("index-att", "att", on_index),
+                                ("child-sbom", "sbom", on_child), ("child-sig", "sig", on_child)):
+        tag = None if referrers else cosign_tag(subject["digest"], kind)
+        out[name] = push_attached(pusher, repo, kind, subject, tag=tag, with_subject=referrers, seed=seed)[0]
+    if referrers:
+        att_raw, _ = pusher.get_manifest(repo, out["index-att"])
+        on_att = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": out["index-att"],
+                  "size": len(att_raw)}
+        out["att-sig"] = push_attached(pusher, repo, "sig", on_att, seed=seed + 1)[0]
+    return index, out
+
+
+async def referrer_digests(store: Repository, subject: str) -> set[str]:
+    listed = await store.referrers(subject)
+    if listed is None:
+        listed = (await store.fallback_referrers(subject))[0]
+    return {e["digest"] for e in listed}
+
+
+async def mirror(client: RegistryClient, src: Any, dst: Any, repo: str,
+                 policy: ArtifactPolicy | None = None) -> tuple[Repository, Repository, list[Any]]:
+    source, target = client.repository(src.host, repo), client.repository(dst.host, repo)
+    mover = BlobMover()
+    result = await copy_image(source, "v1", target, "v1", mover)
+    attached = await copy_attached(source, target, result.subjects, mover, policy or ArtifactPolicy())
+    return source, target, attached
+
+
+@pytest.mark.parametrize(("src_kind", "dst_kind"), [("native-src", "native-dst"), ("native-src", "plain-dst")])
+async def test_referrers_are_mirrored_to_the_api_or_the_fallback_tag(
+    fronts: dict[str, Any], client: RegistryClient, src_kind: str, dst_kind: str,
+) -> None:
+    repo = unique_repo("att")
+    index, artifacts = attach_all(fronts["native-src"], repo, seed=1801)
+    source, target, attached = await mirror(client, fronts[src_kind], fronts[dst_kind], repo)
+    assert {a.digest for a in attached} == set(artifacts.values())
+    child = next(iter((await source.get_manifest(index)).children)).digest
+    for subject in (index, child, artifacts["index-att"]):
+        assert await referrer_digests(target, subject) == await referrer_digests(source, subject) != set()
+    if dst_kind == "plain-dst":
+        assert await target.referrers(index) is None  # no API there: the fallback tag carries them
+    for digest in artifacts.values():  # byte-identical artifacts, by skopeo's reading
+        assert skopeo_digest(fronts[dst_kind].ref(repo, digest)) == digest
+    # A second pass finds everything in place and copies nothing.
+    _, _, again = await mirror(client, fronts[src_kind], fronts[dst_kind], repo)
+    assert {a.digest for a in again} == set(artifacts.values()) and not any(a.copied for a in again)
+
+
+async def test_fallback_tag_at_the_source_reaches_the_targets_api(
+    fronts: dict[str, Any], client: RegistryClient,
+) -> None:
+    repo = unique_repo("fb")
+    plain = client.repository(fronts["plain-src"].host, repo)
+    index, artifacts = attach_all(fronts["plain-src"], repo, seed=1802)
+    for name in ("index-sig", "index-att"):  # what a pusher to a registry without the API maintains
+        await plain.add_fallback_referrers(index, [referrer_entry(await plain.get_manifest(artifacts[name]))])
+    tags = await plain.list_tags()
+    source, target = plain, client.repository(fronts["native-dst"].host, repo)
+    mover = BlobMover()
+    result = await copy_image(source, "v1", target, "v1", mover)
+    attached = await copy_attached(source, target, result.subjects, mover, ArtifactPolicy(), source_tags=tags)
+    assert {artifacts["index-sig"], artifacts["index-att"]} <= {a.digest for a in attached}
+    assert await target.referrers(index) is not None
+    assert await referrer_digests(target, index) == {artifacts["index-sig"], artifacts["index-att"]}
+
+
+async def test_cosign_tag_schema_is_mirrored_as_tags(fronts: dict[str, Any], client: RegistryClient) -> None:
+    repo = unique_repo("tagschema")
+    index, artifacts = attach_all(fronts["plain-src"], repo, seed=1803, referrers=False)
+    source, target, attached = await mirror(client, fronts["plain-src"], fronts["plain-dst"], repo)
+    tags = set(await target.list_tags())
+    assert {a.tag for a in attached} == {t for t in await source.list_tags() if t != "v1"} == tags - {"v1"}
+    assert {a.kind for a in attached} == {"sig", "att", "sbom"}
+    for tag in tags - {"v1"}:
+        assert skopeo_digest(fronts["plain-dst"].ref(repo, tag)) == skopeo_digest(fronts["plain-src"].ref(repo, tag))
+    assert cosign_tag(index, "sig") in tags and set(artifacts.values()) == {a.digest for a in attached}
+
+
+async def test_artifact_type_filter_and_switch(fronts: dict[str, Any], client: RegistryClient) -> None:
+    repo = unique_repo("filter")
+    _, artifacts = attach_all(fronts["native-src"], repo, seed=1804)
+    _, _, attached = await mirror(client, fronts["native-src"], fronts["native-dst"], repo,
+                                  ArtifactPolicy(include=[SPDX_JSON]))
+    assert [a.digest for a in attached] == [artifacts["child-sbom"]]
+    _, _, sigs = await mirror(client, fronts["native-src"], fronts["native-dst"], repo,
+                              ArtifactPolicy(include=["application/vnd.dev.*"], exclude=["*sigstore.bundle*"]))
+    assert {a.digest for a in sigs} == {artifacts["index-sig"], artifacts["child-sig"]}
+    _, _, none = await mirror(client, fronts["native-src"], fronts["native-dst"], repo,
+                              ArtifactPolicy(enabled=False))
+    assert none == []
