@@ -65,6 +65,11 @@ class RegistryConfig(_Model):
         return value.rstrip("/") if value else value
 
 
+class ArtifactTypesConfig(_Model):
+    include: list[str] = Field(default_factory=list, description="shell patterns on artifactType; empty = all")
+    exclude: list[str] = Field(default_factory=list)
+
+
 class Defaults(_Model):
     jobs: int = Field(default=4, ge=1, le=64)
     query_jobs: int = Field(default=8, ge=1, le=128)
@@ -74,6 +79,8 @@ class Defaults(_Model):
     trust_ledger: bool = False
     prune: bool = False
     timeout: float = Field(default=10.0, gt=0)
+    referrers: bool = True  # mirror the signatures, attestations and SBOMs attached to mirrored images
+    artifact_types: ArtifactTypesConfig = Field(default_factory=ArtifactTypesConfig)
 
 
 class SyncEntry(_Model):
@@ -84,6 +91,8 @@ class SyncEntry(_Model):
     naming: Naming | None = None
     platforms: list[str] | None = None
     target: str | None = None
+    referrers: bool | None = None
+    artifact_types: ArtifactTypesConfig | None = None
 
 
 class MetadataConfig(_Model):

@@ -16,6 +16,7 @@ from gcrsync.config import (
     env_value,
     load_config,
 )
+from gcrsync.engine.artifacts import ArtifactPolicy
 from gcrsync.engine.naming import validate_mode
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.engine.select import TagPolicy
@@ -66,7 +67,8 @@ def _policy(tags: TagsConfig) -> TagPolicy:
 
 def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str | None = None,
                  naming: str | None = None, platforms: tuple[str, ...] = (),
-                 tags: TagsConfig | None = None, discovery: Discovery | None = None) -> list[SourceSpec]:
+                 tags: TagsConfig | None = None, discovery: Discovery | None = None,
+                 referrers: bool | None = None) -> list[SourceSpec]:
     """One SourceSpec per `sync:` entry, or per SOURCE_NAMESPACE argument (the quick form)."""
     entries = list(config.sync)
     if namespaces:
@@ -91,8 +93,17 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
             platforms=[Platform.parse(p) for p in plats],
             discovery=discovery or entry.discovery,
             repositories=list(entry.repositories),
+            artifacts=_artifact_policy(config, entry, referrers),
         ))
     return specs
+
+
+def _artifact_policy(config: Config, entry: SyncEntry, referrers: bool | None) -> ArtifactPolicy:
+    """`--no-referrers`, else the entry's `referrers:`/`artifact_types:`, else the defaults'."""
+    enabled = referrers if referrers is not None else (
+        entry.referrers if entry.referrers is not None else config.defaults.referrers)
+    types = entry.artifact_types or config.defaults.artifact_types
+    return ArtifactPolicy(enabled=enabled, include=list(types.include), exclude=list(types.exclude))
 
 
 def _normalise_target(target: str) -> str:

@@ -43,6 +43,7 @@ class SourceArgs:
     password: str | None
     metadata: str | None
     discovery: Discovery | None
+    referrers: bool | None
 
     @cached_property
     def config(self) -> Config:
@@ -58,7 +59,8 @@ class SourceArgs:
     @cached_property
     def specs(self) -> list[SourceSpec]:
         return source_specs(self.config, namespaces=self.namespaces, dest=self.dest, naming=self.naming,
-                            platforms=self.platforms, tags=self.tags(), discovery=self.discovery)
+                            platforms=self.platforms, tags=self.tags(), discovery=self.discovery,
+                            referrers=self.referrers)
 
     def credentials(self) -> CredentialStore:
         return credential_store(self.config, src_creds=self.src_creds, dest_creds=self._dest_creds(),
@@ -106,6 +108,8 @@ _OPTIONS = [
                  "(default: a git repo in the user's data directory)."),
     click.option("--discovery", type=click.Choice(get_args(Discovery)), help="How to list the namespaces "
                  "(default: auto, by registry host; see the README)."),
+    click.option("--referrers/--no-referrers", default=None, help="Mirror the signatures, attestations and "
+                 "SBOMs attached to mirrored images (default: on, or the config's `referrers:`)."),
 ]
 _FIELDS = [f.name for f in fields(SourceArgs)]
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gcrsync.engine.artifacts import ArtifactPolicy
 from gcrsync.engine.naming import detect_collisions, map_name
 from gcrsync.engine.select import TagPolicy, select_tags
 from gcrsync.errors import error_text
@@ -37,6 +38,7 @@ class SourceSpec:
     platforms: list[Platform] = field(default_factory=list)
     discovery: Method = "auto"
     repositories: list[str] = field(default_factory=list)
+    artifacts: ArtifactPolicy = field(default_factory=ArtifactPolicy)
 
     @property
     def label(self) -> str:
