@@ -15,7 +15,9 @@ from gcrsync.cli import output
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import open_metadata, parse_duration
 from gcrsync.cli.sources import SourceArgs, source_options
+from gcrsync.config import MaxRemoved
 from gcrsync.engine.blobcache import BlobLocations
+from gcrsync.errors import ConfigError
 from gcrsync.ledger import MetadataRepo, PushFailed
 from gcrsync.sync import Mirror, SyncOptions, SyncReport
 from gcrsync.sync.last_run import save_last_run
@@ -31,13 +33,16 @@ log = logging.getLogger("gcrsync")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report of the run here.")
 @click.option("--trust-ledger", is_flag=True, default=None, help="Take the target's digests from the ledger.")
 @click.option("--prune", is_flag=True, default=None, help="Delete target tags whose source tag is gone.")
+@click.option("--max-removed", help="Removal guard: the most ledger entries of one namespace a run may record "
+              "as removed upstream, a count or N% (default 25%, and never all unless 100%).")
 @click.option("--every", help="Run forever: start again this long after each run ends (e.g. 24h).")
 @click.option("--image-deadline", help="Fail an image that takes longer than this (e.g. 30m).")
 @click.option("--message", help="Commit message for the metadata repository.")
 @run_async
 async def sync_command(
     args: SourceArgs, jobs: int | None, dry_run: bool, as_json: bool, report: str | None,
-    trust_ledger: bool | None, prune: bool | None, every: str | None, image_deadline: str | None,
+    trust_ledger: bool | None, prune: bool | None, max_removed: str | None, every: str | None,
+    image_deadline: str | None,
     message: str | None,
 ) -> None:
     """Mirror every repository and tag under SOURCE_NAMESPACE... to --dest.
@@ -59,6 +64,7 @@ async def sync_command(
         blob_locations=None if dry_run else BlobLocations(),
         prune=defaults.prune if prune is None else prune,
         image_deadline=parse_duration(image_deadline) if image_deadline else None,
+        max_removed=_removal_limit(max_removed, defaults.max_removed),
     )
     interval = parse_duration(every) if every else None
     creds = args.credentials()
@@ -67,7 +73,7 @@ async def sync_command(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _request_stop, stop, sig)
     commit_message = message or config.metadata.message
-    all_ok = True
+    status = 0
     while True:
         repo = open_metadata(config.metadata, args.metadata)
         try:
@@ -86,7 +92,7 @@ async def sync_command(
             save_last_run(_failures_by_namespace(result))
         if report:
             Path(report).write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
-        all_ok = all_ok and result.ok
+        status = max(status, result.exit_status)  # 3 (interrupted) outranks 1 (failed)
         if interval is None or stop.is_set():
             break
         log.info("next run in %s", _human(interval))
@@ -95,8 +101,15 @@ async def sync_command(
             break
         except TimeoutError:
             continue
-    if not all_ok:
-        raise SystemExit(1)
+    if status:
+        raise SystemExit(status)
+
+
+def _removal_limit(option: str | None, configured: int | str) -> MaxRemoved:
+    try:
+        return MaxRemoved(configured if option is None else option)
+    except ValueError as exc:
+        raise ConfigError(f"--max-removed: {exc}") from None
 
 
 def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:

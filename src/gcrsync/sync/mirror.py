@@ -56,6 +56,25 @@ class Mirror:
     async def plan(self, ledgers: dict[str, Ledger]) -> tuple[Plan, list[NamespaceResult]]:
         return await make_plan(self.client, self.endpoints, self.sources, self.options, ledgers)
 
+    @staticmethod
+    def _prunable(removed: list[PlanItem], report: SyncReport, stop: asyncio.Event | None) -> list[PlanItem]:
+        """The removed items a prune may act on; the others get the reason as their error (so the ledger
+        keeps them, the next run tries again, and the exit is non-zero).
+
+        Nothing after a stop request (the run is to end, and what it learned may be cut short), and nothing
+        of a namespace where an image failed (its target is not in the state the plan assumed).
+        """
+        failed = {item.spec.label for item, _ in report.outcome.failed}
+        out = []
+        for item in removed:
+            if stop is not None and stop.is_set():
+                item.error = "not pruned: the run was interrupted"
+            elif item.spec.label in failed:
+                item.error = "not pruned: an image of this namespace failed in this run"
+            else:
+                out.append(item)
+        return out
+
     async def run(self, *, stop: asyncio.Event | None = None,
                   on_bytes: Callable[[int], None] | None = None,
                   on_image: Callable[[PlanItem, ImageResult], None] | None = None,
@@ -91,7 +110,7 @@ class Mirror:
                     recorder.record(AlreadyThere(item))
                 removed = plan.by_state("removed")
                 if self.options.prune:
-                    await prune(removed, self.endpoints, ledgers)
+                    await prune(self._prunable(removed, report, stop), self.endpoints, ledgers)
                 for item in removed:
                     recorder.record(PruneFailed(item, item.error) if item.error else RemovedUpstream(item))
                 for item in plan.by_state("error"):
@@ -100,6 +119,7 @@ class Mirror:
                     if ns.error:
                         recorder.record(NotListed(ns))
             report.bytes_pulled = mover.bytes_pulled
+        report.interrupted = stop is not None and stop.is_set()
         report.requests = stats.total_requests - requests_before
         report.retries = stats.retries - retries_before
         report.duration = time.monotonic() - started

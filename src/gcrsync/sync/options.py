@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from gcrsync.config import MaxRemoved
 from gcrsync.engine.blobcache import BlobLocations
 
 
@@ -16,5 +17,6 @@ class SyncOptions:
     blob_locations: BlobLocations | None = None  # cross-run mount hints (the CLI passes the user's cache)
     prune: bool = False  # delete target tags whose source tag is gone (targets that can remove tags)
     image_deadline: float | None = None
+    max_removed: MaxRemoved = field(default_factory=lambda: MaxRemoved("25%"))  # the removal guard (sync.guard)
     hub_api: str = "https://hub.docker.com"
     quay_api: str = "https://quay.io"

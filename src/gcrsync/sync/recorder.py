@@ -146,13 +146,13 @@ class Recorder:
             self.changes.added.append(Added(item.source, item.target, result.digest))
 
     def _already_there(self, item: PlanItem) -> None:
-        """Recorded when missing from the ledger (a first run with a fresh ledger, or a bootstrap), so the
-        ledger tells what the target really holds."""
+        """Recorded when missing from the ledger (a first run with a fresh ledger, or a bootstrap) or recorded
+        for another target (a new --dest that already held it), so the ledger tells what the target holds."""
         ledger = self.ledgers.get(item.spec.label)
         if ledger is None or item.target_digest is None:
             return
         entry = ledger.get(item.rel, item.tag)
-        if entry is None or entry.digest is None:
+        if entry is None or entry.digest is None or entry.target != item.target:
             ledger.record(item.rel, item.tag, digest=item.target_digest, target_ref=item.target,
                           media_type=None, now=datetime.now(UTC), source_digest=item.source_digest)
             self._changed(ledger)
