@@ -191,6 +191,9 @@ class FaultProxy:
         self._runner: web.ServerRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stopping: asyncio.Event | None = None
+        self._hold: tuple[str, str] | None = None  # (method, path regex) of the one request to hold
+        self._released: asyncio.Event | None = None
+        self.held = threading.Event()  # set once the held request has arrived (and is waiting)
 
     def __repr__(self) -> str:
         return f"FaultProxy({self.url or 'stopped'} -> {self.upstream}, seed={self.seed})"
@@ -231,6 +234,22 @@ class FaultProxy:
         _compile(path_regex)
         with self._lock:
             self._manifest_lies.append((path_regex, replacement))
+
+    def hold_next(self, method: str, path_regex: str) -> None:
+        """Hold the next request matching ``method`` and ``path_regex`` until ``release()`` (or stop): the
+        test knows, through ``held``, that a client is in the middle of that request."""
+        _compile(path_regex)
+        with self._lock:
+            self._hold = (method.upper(), path_regex)
+            self._released = None  # a fresh gate, made on the proxy's loop when the request arrives
+            self.held.clear()
+
+    def release(self) -> None:
+        """Let the held request (and any later one matching the hold) go on to the upstream."""
+        with self._lock:
+            self._hold = None
+        if self._loop is not None and self._released is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
 
     def clear_faults(self) -> None:
         """Drop every fault, queued fault, header rule and lie (stats are kept)."""
@@ -368,8 +387,28 @@ class FaultProxy:
                 self._stats.blob_full[path] -= 1
 
     # -- request handling ----------------------------------------------------------------------------------
+    async def _take_hold(self, method: str, path: str) -> bool:
+        with self._lock:
+            hold = self._hold
+            match = hold is not None and method == hold[0] and _compile(hold[1]).search(path) is not None
+            if match:
+                self._hold = None  # only the first matching request is held
+        if not match:
+            return False
+        if self._released is None:
+            self._released = asyncio.Event()
+        self.held.set()
+        assert self._stopping is not None
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        released = asyncio.ensure_future(self._released.wait())
+        await asyncio.wait([stopping, released], return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopping, released):
+            task.cancel()
+        return True
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         method, path = request.method, request.path
+        await self._take_hold(method, path)
         fault = self._decide(method, path)
         if fault is not None and fault.kind == "stall":
             assert self._stopping is not None
