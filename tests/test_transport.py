@@ -103,6 +103,19 @@ def test_redact_url_strips_userinfo_and_signed_parameters() -> None:
     assert "ok=1" in text and "cdn.example/blob" in text
 
 
+@pytest.mark.parametrize("query", [
+    "X-Goog-Signature=SECRET1&X-Goog-Credential=SECRET2",  # GCS V4 signed URL
+    "GoogleAccessId=SECRET1&Signature=SECRET2",  # GCS V2
+    "X-Amz-Signature=SECRET1&X-Amz-Credential=SECRET2&X-Amz-Security-Token=SECRET3",  # S3
+    "Policy=SECRET1&Signature=SECRET2&Key-Pair-Id=SECRET3",  # CloudFront
+    "sv=2021&sig=SECRET1",  # Azure SAS
+    "hdnts=SECRET1&__token__=SECRET2",  # Akamai
+])
+def test_redact_url_covers_the_signed_urls_of_major_cdns(query: str) -> None:
+    text = redact_url(f"https://cdn.example/blob?{query}&keep=yes")
+    assert "SECRET" not in text and "keep=yes" in text
+
+
 def test_proxy_from_environment_with_no_proxy_and_never_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "registry.internal,.corp.example")
