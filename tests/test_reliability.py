@@ -300,3 +300,22 @@ async def test_dropped_blob_download_resumes_with_range(registry: RegistryServer
     statuses = [r.status for r in registry.requests() if r.method == "GET" and r.path == path]
     assert statuses == [200, 206]
     assert skopeo_digest(registry2.ref(repo, "v1")) == digest
+
+
+async def test_a_resumed_download_with_the_wrong_content_range_is_refused(registry: RegistryServer,
+                                                                         registry2: RegistryServer) -> None:
+    repo = unique_repo("badrange")
+    layer = make_layer(404, 1_200_000)
+    push_image(registry.pusher(), repo, "v1", layers=[layer])
+    path = f"/v2/{repo}/blobs/{sha256_digest(layer)}"
+    async with FaultProxy(registry.url) as proxy, make_client() as client:
+        proxy.fail_next(1, "reset", f"{path}$", cut=0.5)
+        # Every answer for the blob claims to start at byte 0: the resumed 206 then lies about its range.
+        proxy.add_headers({"Content-Range": f"bytes 0-{len(layer) - 1}/{len(layer)}"}, path=f"{path}$")
+        result = await copy_image(client.repository(proxy.host, repo), "v1",
+                                  client.repository(registry2.host, repo), "v1", BlobMover(2))
+        stats = client.transport.stats
+    # The lying 206 is not spliced in: the blob starts over (a fresh full download), and the copy verifies.
+    assert result.state == "copied"
+    assert stats.retry_reasons["blob-resume"] == 1 and stats.retry_reasons["upload-restart"] == 1
+    assert skopeo_digest(registry2.ref(repo, "v1")) == skopeo_digest(registry.ref(repo, "v1"))

@@ -8,6 +8,7 @@ is the top layer, so a resumed request goes through redirects, auth, retries and
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,16 @@ MAX_RESUMES = 5  # fresh starts of one streamed body
 
 class RangeRefused(RegistryError):
     """A resumed request was answered with neither 200 nor 206 (416: nothing at that offset)."""
+
+
+def _check_content_range(request: Request, header: str | None, start: int, total: int | None) -> None:
+    """A 206 must hold exactly the bytes asked for: a range starting elsewhere (or of another file) would be
+    spliced in silently at the wrong offset. The digest check would catch it later; this names the cause."""
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (header or "").strip())
+    if m is None or int(m.group(1)) != start or (
+            total is not None and m.group(3) != "*" and int(m.group(3)) != total):
+        raise RangeRefused(f"{request}: resumed at byte {start}, but the server sent Content-Range "
+                           f"{(header or 'none')[:80]!r}")
 
 
 class Resuming:
@@ -86,6 +97,8 @@ class _ResumableResponse(Response):
                     if resp.status not in (200, 206):
                         raise RangeRefused(f"{self.request}: HTTP {resp.status} when resuming at byte {received}",
                                            status=resp.status)
+                    if resp.status == 206:
+                        _check_content_range(self.request, resp.headers.get("Content-Range"), received, total)
                     skip = received if resp.status == 200 else 0  # no Range support: passed-on bytes skipped
                     rest = None if total is None else total - received + skip
                     async for chunk in resp.chunks(expected=rest):
