@@ -251,3 +251,24 @@ def test_sigterm_mid_run_finishes_in_flight_reports_pending_and_prunes_nothing(
     assert sorted(recorded) == sorted(["old:v1", copied])
     assert f"m/{copied}" in changelog(tmp_path)
 
+
+
+def test_no_prune_in_a_namespace_where_an_image_failed(make_registry: Any, gcrsync: Gcrsync,
+                                                       tmp_path: Path) -> None:
+    source: RegistryServer = make_registry()
+    ns = unique_repo("failprune")
+    expected = seed(source, ns, ["app"], ["keep", "gone"])
+    target: RegistryServer = make_registry()
+    args = (f"{source.host}/{ns}", "--dest", f"{target.host}/m", "--prune", "--max-removed", "50%")
+    assert gcrsync.sync(*args).code == 0
+    untag(source, f"{ns}/app", "gone")
+    _, raw = push_image(source.pusher(), f"{ns}/bad", "v1", layers=[make_layer(321, 3_000)])
+    digest = json.loads(raw)["layers"][0]["digest"].split(":")[1]
+    blob = source.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    blob.write_bytes(bytes([blob.read_bytes()[0] ^ 1]) + blob.read_bytes()[1:])  # a source serving bad bytes
+    run = gcrsync.sync(*args)
+    assert run.code == 1, run.output
+    [removed] = [i for i in run.report["images"] if i["planned"] == "removed"]
+    assert removed["error"] == "not pruned: an image of this namespace failed in this run"
+    assert target_head(target, "m/app", "gone") == expected["app:gone"]
+    assert ledger(tmp_path, source.host, ns) == expected  # kept: the next good run prunes it
