@@ -141,7 +141,8 @@ def transport_options(config: Config, *, timeout: float | None = None, proxy: st
         for host, reg in config.registries.items()
     }
     connect = timeout or config.defaults.timeout
-    return TransportOptions(connect_timeout=connect, read_timeout=max(connect * 6, 60.0),
+    # The idle-read timeout is what --timeout's help and the README say: 6x the connect timeout.
+    return TransportOptions(connect_timeout=connect, read_timeout=connect * 6,
                             proxy=proxy or config.proxy, host_policies=policies)
 
 
