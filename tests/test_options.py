@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from tools.imagefactory import make_layer, push_image, sha256_digest
 
@@ -34,3 +35,46 @@ def test_timeout_bounds_a_stalled_read_at_six_times(registry: RegistryServer, re
     assert code == 0, out
     assert [d.fault for d in gets] == ["stall", None]
     assert skopeo_digest(registry2.ref(repo, "v1")) == digest
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--jobs", "0"], "--jobs '0': Input should be greater than or equal to 1"),
+    (["--jobs", "-3"], "--jobs '-3'"),
+    (["--query-jobs", "0"], "--query-jobs '0'"),
+    (["--timeout", "0"], "--timeout '0.0': Input should be greater than 0"),
+    (["--timeout", "-1"], "--timeout '-1.0'"),
+    (["--latest", "0"], "--latest '0'"),
+    (["--latest", "-2"], "--latest '-2'"),
+    (["--include", "("], "--include"),
+    (["--exclude", "a{2,1}"], "--exclude"),
+    (["--every", "0"], "--every: invalid duration '0'"),
+    (["--image-deadline", "0s"], "--image-deadline: invalid duration"),
+    (["--max-removed", "lots"], "--max-removed"),
+])
+def test_bad_sync_options_are_one_line_with_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
+    code, out = run(tmp_path, "sync", "127.0.0.1:1/ns", "--dest", "127.0.0.1:1/m", *args)
+    assert code == 2, out
+    assert out.startswith(f"error: {says}") and len(out.strip().splitlines()) == 1, out
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["sync", "gcr.io/", "--dest", "127.0.0.1:1/m"], "nothing after the registry host"),
+    (["list", "127.0.0.1:1/x", "--query-jobs", "0"], "--query-jobs '0'"),
+    (["copy", "127.0.0.1:1/a:v1", "127.0.0.1:1/b:v1", "--jobs", "0"], "--jobs '0'"),
+    (["copy", "127.0.0.1:1/a:v1", "127.0.0.1:1/b:v1", "--timeout", "-1"], "--timeout '-1.0'"),
+    (["monitor", "127.0.0.1:1/x", "--dest", "127.0.0.1:1/m", "--interval", "0"], "--interval: invalid duration"),
+])
+def test_bad_input_to_other_commands_is_one_line_with_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
+    code, out = run(tmp_path, *args)
+    assert code == 2, out
+    assert says in out and out.startswith("error:") and len(out.strip().splitlines()) == 1, out
+
+
+def test_a_metadata_location_under_a_file_is_one_line(registry: RegistryServer, tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory\n")
+    code, out = run(tmp_path, "sync", f"{registry.host}/{unique_repo('meta')}", "--dest", f"{registry.host}/m",
+                    "--metadata", str(blocker / "sub"))
+    assert code == 2, out
+    assert out.startswith("error: metadata location") and "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1, out

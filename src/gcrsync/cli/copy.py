@@ -7,7 +7,7 @@ import logging
 import click
 
 from gcrsync.cli.common import ByteProgress, registry_client_for, run_async, stdout_line
-from gcrsync.cli.settings import credential_store, load, parse_creds
+from gcrsync.cli.settings import checked, credential_store, load, parse_creds
 from gcrsync.cli.settings import transport_options as settings_transport
 from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.engine.blobs import BlobMover
@@ -60,6 +60,8 @@ async def copy_command(
         dst_ref = src_ref
     else:
         dst_ref = ref_of(dst_loc, src_ref)
+    checked("--jobs", jobs, "jobs")
+    checked("--timeout", timeout, "timeout")
     wanted = [Platform.parse(p) for p in platforms]
     if wanted and dst_ref.startswith("sha256:"):
         raise ConfigError("a --platform copy has a digest of its own: give DESTINATION a tag")

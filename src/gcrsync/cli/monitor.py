@@ -43,7 +43,7 @@ async def monitor_command(
     """
     config, specs = args.config, args.specs
     creds = args.credentials()
-    seconds = parse_duration(interval)
+    seconds = parse_duration(interval, "--interval")
     if count is not None and count < 1:
         raise click.BadParameter("must be at least 1", param_hint="--count")
     done = 0

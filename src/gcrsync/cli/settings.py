@@ -6,25 +6,51 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from gcrsync.config import Config, MetadataConfig, RegistryConfig, SyncEntry, TagsConfig, env_value, load_config
+from pydantic import BaseModel, ValidationError
+
+from gcrsync.config import (
+    Config,
+    Defaults,
+    MetadataConfig,
+    RegistryConfig,
+    SyncEntry,
+    TagsConfig,
+    env_value,
+    load_config,
+)
 from gcrsync.engine.naming import validate_mode
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.engine.select import TagPolicy
-from gcrsync.errors import ConfigError
+from gcrsync.errors import ConfigError, InvalidReference
 from gcrsync.ledger import MetadataRepo
 from gcrsync.oci import Platform
 from gcrsync.reference import split_namespace
 from gcrsync.registry.credentials import Credential, CredentialStore
 from gcrsync.registry.transport import HostPolicy, TransportOptions
 
+T = TypeVar("T")
 
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `5m`, `24h`, `1d`, `1h30m` → seconds."""
+
+def checked(option: str, value: T | None, setting: str, model: type[BaseModel] = Defaults) -> T | None:
+    """A command-line value checked by the config model's own rule for the same setting, so an option and
+    the config file accept and refuse the same values (`--jobs 0` like `jobs: 0`), in one line."""
+    if value is None:
+        return None
+    try:
+        model.model_validate({setting: value})
+    except ValidationError as exc:
+        raise ConfigError(f"{option} {str(value)[:60]!r}: {exc.errors()[0]['msg']}") from None
+    return value
+
+
+def parse_duration(text: str, option: str = "duration") -> float:
+    """`90`, `90s`, `5m`, `24h`, `1d`, `1h30m` → seconds; never zero (`--every 0` would loop without a pause)."""
     total = 0.0
     pos = 0
     text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    if re.fullmatch(r"\d+(\.\d+)?", text) and float(text) > 0:
         return float(text)
     for m in re.finditer(r"(\d+(?:\.\d+)?)([smhd])", text):
         if m.start() != pos:
@@ -32,8 +58,16 @@ def parse_duration(text: str) -> float:
         total += float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
         pos = m.end()
     if pos != len(text) or total <= 0:
-        raise ConfigError(f"invalid duration {text!r}: use e.g. 90s, 5m, 24h")
+        raise ConfigError(f"{option}: invalid duration {text[:40]!r}: use a positive time, e.g. 90s, 5m, 24h")
     return total
+
+
+def user_namespace(text: str) -> tuple[str, str]:
+    """split_namespace for what the user typed or configured: a bad one is bad usage (exit 2)."""
+    try:
+        return split_namespace(text)
+    except InvalidReference as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_creds(text: str | None, what: str) -> Credential | None:
@@ -78,7 +112,7 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
         target = dest or entry.target or config.target
         if not target:
             raise ConfigError(f"no target for {entry.source}: give --dest or `target:` in the config")
-        registry, namespace = split_namespace(entry.source)
+        registry, namespace = user_namespace(entry.source)
         mode = naming or entry.naming or config.defaults.naming
         validate_mode(mode)
         plats = list(platforms) or (entry.platforms if entry.platforms is not None else config.defaults.platforms)
@@ -98,7 +132,7 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
 def _normalise_target(target: str) -> str:
     if target.startswith("oci:"):
         return "oci:" + str(Path(target[4:]).resolve())
-    registry, namespace = split_namespace(target)
+    registry, namespace = user_namespace(target)
     return f"{registry}/{namespace}" if namespace else registry
 
 
@@ -151,5 +185,9 @@ def open_metadata(meta: MetadataConfig, location: str | None) -> MetadataRepo:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gcrsync" / "metadata"
     token = env_value(meta.token_env) or os.environ.get("GCRSYNC_GIT_TOKEN")
     username = env_value(meta.username_env) or os.environ.get("GCRSYNC_GIT_USERNAME")
-    return MetadataRepo.open(location or meta.location, cache, token=token, username=username,
-                             author_name=meta.author_name, author_email=meta.author_email, branch=meta.branch)
+    where = location or meta.location
+    try:
+        return MetadataRepo.open(where, cache, token=token, username=username,
+                                 author_name=meta.author_name, author_email=meta.author_email, branch=meta.branch)
+    except OSError as exc:  # e.g. a path under a file: bad input, one line, not a traceback
+        raise ConfigError(f"metadata location {where or cache}: {exc.strerror or exc}") from None

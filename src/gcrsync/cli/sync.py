@@ -13,7 +13,7 @@ import click
 
 from gcrsync.cli import output
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
-from gcrsync.cli.settings import open_metadata, parse_duration
+from gcrsync.cli.settings import checked, open_metadata, parse_duration
 from gcrsync.cli.sources import SourceArgs, source_options
 from gcrsync.config import MaxRemoved
 from gcrsync.engine.blobcache import BlobLocations
@@ -56,18 +56,20 @@ async def sync_command(
     """
     config, specs = args.config, args.specs
     defaults = config.defaults
+    jobs = checked("--jobs", jobs, "jobs")
     options = SyncOptions(
-        jobs=jobs or defaults.jobs,
+        jobs=defaults.jobs if jobs is None else jobs,
         query_jobs=args.query_limit,
         trust_ledger=defaults.trust_ledger if trust_ledger is None else trust_ledger,
         dry_run=dry_run,
         blob_locations=None if dry_run else BlobLocations(),
         prune=defaults.prune if prune is None else prune,
-        image_deadline=parse_duration(image_deadline) if image_deadline else None,
+        image_deadline=parse_duration(image_deadline, "--image-deadline") if image_deadline is not None else None,
         max_removed=_removal_limit(max_removed, defaults.max_removed),
     )
-    interval = parse_duration(every) if every else None
+    interval = parse_duration(every, "--every") if every is not None else None
     creds = args.credentials()
+    transport = args.transport()  # checked before anything is opened
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -78,7 +80,7 @@ async def sync_command(
         repo = open_metadata(config.metadata, args.metadata)
         try:
             with repo.lock():
-                async with registry_client_for(config, args.transport(), creds) as client:
+                async with registry_client_for(config, transport, creds) as client:
                     mirror = Mirror(client, specs, options, repo)
                     with output.SyncProgress() as progress:
                         result = await mirror.run(stop=stop, on_bytes=progress.advance_bytes,
