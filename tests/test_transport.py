@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,3 +128,16 @@ def test_proxy_from_environment_with_no_proxy_and_never_for_loopback(monkeypatch
     explicit = Wire(TransportOptions(proxy="http://other:8080"))
     assert explicit.proxy_for(URL("https://registry.internal/v2/")) == "http://other:8080"
     assert explicit.proxy_for(URL("http://localhost:5000/v2/")) is None
+
+
+def test_every_error_of_a_registry_answer_is_shown() -> None:
+    from gcrsync.registry.errors import registry_error
+
+    body = json.dumps({"errors": [
+        {"code": "DIGEST_INVALID", "message": "provided digest did not match uploaded content"},
+        {"code": "MANIFEST_BLOB_UNKNOWN", "message": "manifest blob unknown", "detail": "sha256:abc"},
+    ]}).encode()
+    error = registry_error("PUT manifest r:v1", 400, body)
+    assert error.code == "DIGEST_INVALID"
+    assert str(error) == ("PUT manifest r:v1: DIGEST_INVALID: provided digest did not match uploaded content; "
+                          "MANIFEST_BLOB_UNKNOWN: manifest blob unknown")
