@@ -491,3 +491,26 @@ def test_prune_refused_for_a_target_without_remove_tags(registry: RegistryServer
     assert code == 0, out
     assert target.pusher().request("HEAD", "/v2/m/app/manifests/gone", repo="m/app").status == 404
     assert _ledger_tags(tmp_path, ns) == {"app": ["keep"]}
+
+
+def test_one_mount_per_target_repository_and_blob_under_load(registry: RegistryServer, tmp_path: Path) -> None:
+    ns = unique_repo("mounts")
+    shared = make_layer(211, 40_000)
+    pusher = registry.pusher()
+    for name in ("a", "b", "c"):
+        for i in range(5):
+            push_image(pusher, f"{ns}/{name}", f"v{i}", layers=[shared, make_layer(hash((name, i)) % 9999, 300)])
+    shared_digest = "sha256:" + __import__("hashlib").sha256(shared).hexdigest()
+    registry.clear_requests()
+    # Source and target on one registry, every image at once: each target repository gets the shared
+    # blob by exactly one mount, never several identical mounts racing each other.
+    code, out, report = run_sync(tmp_path, f"{registry.host}/{ns}", "--dest", f"{registry.host}/{ns}-m",
+                                 "--jobs", "16")
+    assert code == 0, out
+    assert report["totals"]["states"] == {"copied": 15}
+    mounts: dict[str, int] = {}
+    for r in registry.requests():
+        if r.method == "POST" and f"mount={shared_digest}" in r.path:
+            repo = r.path.split("/v2/", 1)[1].split("/blobs/", 1)[0]
+            mounts[repo] = mounts.get(repo, 0) + 1
+    assert mounts == {f"{ns}-m/a": 1, f"{ns}-m/b": 1, f"{ns}-m/c": 1}

@@ -92,7 +92,8 @@ class BlobMover:
         self.on_bytes = on_bytes
         self._present: set[tuple[str, str]] = set()  # (store name, digest) known present at the target
         self._holders: dict[tuple[str, str], list[ImageStore]] = {}  # (domain, digest) → stores holding it
-        self._inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}  # (store name, digest)
+        self._domain_inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}  # (domain, digest)
         self.bytes_pulled = 0
         self.pulls: dict[str, int] = {}  # digest → times fetched from a source (tests, bench, reports)
         self.restarts = 0  # blob copies started over after the target failed an upload
@@ -109,32 +110,42 @@ class BlobMover:
             holders.append(store)
 
     async def ensure(self, desc: Descriptor, src: ImageStore, dst: ImageStore, result: ImageResult) -> None:
-        """Make sure dst holds desc's blob: skip if present, mount if a sibling holds it, else copy."""
-        if (dst.name, desc.digest) in self._present:
-            result.blobs_skipped += 1
-            return
-        key = (dst.domain, desc.digest)
-        leader = self._inflight.get(key)
-        if leader is not None:
-            with contextlib.suppress(GcrsyncError):  # if the leader failed, we try on our own below
-                await asyncio.shield(leader)
-            if (dst.name, desc.digest) in self._present:
+        """Make sure dst holds desc's blob: skip if present, mount if a sibling holds it, else copy.
+
+        One placement per (target repository, blob) at a time: concurrent images of one repository wait for
+        the first instead of mounting the same blob side by side (registries fail such duplicate mounts
+        under load). While no repository of the domain holds the blob yet, the first placement in the
+        domain is waited for too, so the blob is pulled once and mounted everywhere else.
+        """
+        key = (dst.name, desc.digest)
+        domain_key = (dst.domain, desc.digest)
+        while True:
+            if key in self._present:
                 result.blobs_skipped += 1
                 return
-        else:
-            future: asyncio.Future[ImageStore] = asyncio.get_running_loop().create_future()
-            self._inflight[key] = future
-            try:
-                await self._place(desc, src, dst, result)
-                future.set_result(dst)
-            except BaseException as exc:
-                future.set_exception(exc if isinstance(exc, GcrsyncError) else GcrsyncError(str(exc)))
-                future.exception()  # mark retrieved: followers may not exist
-                raise
-            finally:
-                del self._inflight[key]
-            return
-        await self._place(desc, src, dst, result)
+            waiting = self._inflight.get(key)
+            if waiting is None and not self._holders.get(domain_key):
+                waiting = self._domain_inflight.get(domain_key)
+            if waiting is None:
+                break
+            with contextlib.suppress(GcrsyncError):  # if that one failed, we try on our own
+                await asyncio.shield(waiting)
+        future: asyncio.Future[ImageStore] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        leads_domain = domain_key not in self._domain_inflight and not self._holders.get(domain_key)
+        if leads_domain:
+            self._domain_inflight[domain_key] = future
+        try:
+            await self._place(desc, src, dst, result)
+            future.set_result(dst)
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, GcrsyncError) else GcrsyncError(str(exc)))
+            future.exception()  # mark retrieved: followers may not exist
+            raise
+        finally:
+            del self._inflight[key]
+            if leads_domain:
+                del self._domain_inflight[domain_key]
 
     async def _place(self, desc: Descriptor, src: ImageStore, dst: ImageStore, result: ImageResult) -> None:
         # A sibling repository filled earlier in this run: mount straight away. A mount of a blob the
