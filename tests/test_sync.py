@@ -188,8 +188,7 @@ def test_one_failed_image_does_not_stop_others(make_registry: Any, registry2: Re
     assert registry2.pusher().request("HEAD", f"/v2/{ns}-m/bad/manifests/v1", repo=f"{ns}-m/bad").status == 404
 
 
-@pytest.mark.parametrize("mode", ["config"])
-def test_config_file_sync(registry: RegistryServer, make_registry: Any, tmp_path: Path, mode: str) -> None:
+def test_config_file_sync(registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
     ns = unique_repo("cfg")
     pusher = registry.pusher()
     push_index(pusher, f"{ns}/multi", "v1", [("linux", "amd64", None), ("linux", "arm64", None)], 2_000, seed=3)
@@ -238,9 +237,12 @@ def test_list_command(registry: RegistryServer, tmp_path: Path) -> None:
     doc = json.loads(result.output)
     assert [r["repository"] for r in doc["repositories"]] == [f"{ns}/deep/app"]
     assert list(doc["repositories"][0]["tags"]) == ["v3"]
+    assert doc["repositories"][0]["tags"]["v3"]["digest"] is None  # catalog listings carry no digests
     plain = CliRunner().invoke(main, ["list", f"{registry.host}/{ns}"], env={"DOCKER_CONFIG": str(tmp_path)})
-    assert f"{registry.host}/{ns}/deep/app:v3" in plain.output and "1 repositories, 1 tags" in plain.output
-    assert digest  # catalog listings carry no digests; the plan HEADs them
+    assert f"{registry.host}/{ns}/deep/app:v3\t-" in plain.output and "1 repositories, 1 tags" in plain.output
+    # ... so a sync plan learns the digest from the registry itself.
+    images = _plan(tmp_path, f"{registry.host}/{ns}", "--dest", f"{registry.host}/{ns}-m")
+    assert [i["source_digest"] for i in images] == [digest]
 
 
 def test_removed_upstream_reported_then_pruned(registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
