@@ -34,9 +34,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-STATUS_KINDS = {"500": 500, "502": 502, "503": 503, "429": 429}
+STATUS_KINDS = {"500": 500, "502": 502, "503": 503, "429": 429, "413": 413}
 FAULT_KINDS = frozenset({*STATUS_KINDS, "reset", "truncate", "stall"})
-_ERROR_CODES = {500: "UNKNOWN", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 429: "TOOMANYREQUESTS"}
+_ERROR_CODES = {500: "UNKNOWN", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 429: "TOOMANYREQUESTS", 413: "SIZE_INVALID"}
 # Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message; Expect is dropped because
 # the proxy reads the body itself, and Host is rewritten to the upstream's.
 _HOP = frozenset(
@@ -123,6 +123,8 @@ class ProxyStats:
     blob_full: Counter[str] = field(default_factory=Counter)
     blob_partial: Counter[str] = field(default_factory=Counter)
     decisions: list[Decision] = field(default_factory=list)
+    in_flight: int = 0  # requests being handled right now
+    max_in_flight: int = 0  # the most ever handled at once (what a per-host concurrency cap must bound)
 
     def blob_serves(self, path: str) -> int:
         return self.blob_full[path] + self.blob_partial[path]
@@ -407,6 +409,16 @@ class FaultProxy:
         return True
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        with self._lock:
+            self._stats.in_flight += 1
+            self._stats.max_in_flight = max(self._stats.max_in_flight, self._stats.in_flight)
+        try:
+            return await self._handle_counted(request)
+        finally:
+            with self._lock:
+                self._stats.in_flight -= 1
+
+    async def _handle_counted(self, request: web.BaseRequest) -> web.StreamResponse:
         method, path = request.method, request.path
         await self._take_hold(method, path)
         fault = self._decide(method, path)
