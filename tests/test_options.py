@@ -78,3 +78,29 @@ def test_a_metadata_location_under_a_file_is_one_line(registry: RegistryServer, 
     assert code == 2, out
     assert out.startswith("error: metadata location") and "Traceback" not in out
     assert len(out.strip().splitlines()) == 1, out
+
+
+def test_each_failed_image_says_why_in_the_summary(registry: RegistryServer, auth_registry: RegistryServer,
+                                                   tmp_path: Path) -> None:
+    ns = unique_repo("why")
+    for name in ("a", "b"):
+        push_image(registry.pusher(), f"{ns}/{name}", "v1", layers=[make_layer(hash(name) % 999, 500)])
+    code, out = run(tmp_path, "sync", f"{registry.host}/{ns}", "--dest", f"{auth_registry.host}/{ns}",
+                    "--dest-creds", "alice:wrong-password")
+    assert code == 1, out
+    for name in ("a", "b"):
+        line = next((x for x in out.splitlines() if f"{ns}/{name}:v1" in x and "→" in x and "401" in x), None)
+        assert line is not None, out
+    assert "wrong-password" not in out
+
+
+def test_an_oci_target_under_a_file_says_why(registry: RegistryServer, tmp_path: Path) -> None:
+    ns = unique_repo("ociwhy")
+    push_image(registry.pusher(), f"{ns}/app", "v1", layers=[make_layer(641, 500)])
+    blocker = tmp_path / "afile"
+    blocker.write_text("x\n")
+    code, out = run(tmp_path, "sync", f"{registry.host}/{ns}", "--dest", f"oci:{blocker}/mirror")
+    assert code == 1, out
+    assert "Traceback" not in out
+    line = next((x for x in out.splitlines() if f"{ns}/app:v1" in x and "→" in x), "")
+    assert "Not a directory" in line or "not a directory" in line, out
