@@ -183,6 +183,7 @@ class FaultProxy:
         self._queued: list[_Queued] = []
         self._header_rules: list[_HeaderRule] = []
         self._blob_lies: dict[str, bytes | None] = {}
+        self._blob_lies_left: dict[str, int | None] = {}
         self._manifest_lies: list[tuple[str, ManifestLie]] = []
         self._seen: Counter[tuple[str, str]] = Counter()
         self._random_faults = 0
@@ -221,14 +222,16 @@ class FaultProxy:
         with self._lock:
             self._header_rules.append(rule)
 
-    def lie_blob(self, digest: str, replacement: bytes | None = None) -> None:
+    def lie_blob(self, digest: str, replacement: bytes | None = None, times: int | None = None) -> None:
         """Serve other bytes of the same length for blob GETs of ``digest`` (any repo, ranges included).
 
         ``replacement`` must be exactly as long as the blob (the client is expected to catch the digest
-        mismatch, not a length error); None flips every bit, which works at any offset.
+        mismatch, not a length error); None flips every bit, which works at any offset. ``times`` limits the
+        lie to that many GETs (corruption in transit), None lies for ever.
         """
         with self._lock:
             self._blob_lies[digest] = replacement
+            self._blob_lies_left[digest] = times
 
     def lie_manifest(self, path_regex: str, replacement: ManifestLie = None) -> None:
         """Alter manifest GET bodies whose path matches: fixed bytes, a function of the real bytes, or None for
@@ -260,6 +263,7 @@ class FaultProxy:
             self._queued.clear()
             self._header_rules.clear()
             self._blob_lies.clear()
+            self._blob_lies_left.clear()
             self._manifest_lies.clear()
 
     @property
@@ -370,7 +374,14 @@ class FaultProxy:
         with self._lock:
             m = BLOB_PATH_RE.match(path)
             if m and m.group("digest") in self._blob_lies:
-                return "blob", self._blob_lies[m.group("digest")]
+                digest = m.group("digest")
+                replacement = self._blob_lies[digest]
+                left = self._blob_lies_left.get(digest)
+                if left is not None:
+                    self._blob_lies_left[digest] = left - 1
+                    if left <= 1:
+                        del self._blob_lies[digest]
+                return "blob", replacement
             for pattern, replacement in self._manifest_lies:
                 if MANIFEST_PATH_RE.match(path) and _compile(pattern).search(path):
                     return "manifest", replacement

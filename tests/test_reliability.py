@@ -319,3 +319,20 @@ async def test_a_resumed_download_with_the_wrong_content_range_is_refused(regist
     assert result.state == "copied"
     assert stats.retry_reasons["blob-resume"] == 1 and stats.retry_reasons["upload-restart"] == 1
     assert skopeo_digest(registry2.ref(repo, "v1")) == skopeo_digest(registry.ref(repo, "v1"))
+
+
+async def test_a_blob_corrupted_once_in_transit_is_fetched_again(registry: RegistryServer,
+                                                                 registry2: RegistryServer) -> None:
+    repo = unique_repo("corrupt-once")
+    layer = make_layer(405, 300_000)
+    digest, _ = push_image(registry.pusher(), repo, "v1", layers=[layer])
+    path = f"/v2/{repo}/blobs/{sha256_digest(layer)}"
+    async with FaultProxy(registry.url) as proxy, make_client() as client:
+        proxy.lie_blob(sha256_digest(layer), times=1)
+        result = await copy_image(client.repository(proxy.host, repo), "v1",
+                                  client.repository(registry2.host, repo), "v1", BlobMover(2))
+        served, stats = proxy.stats, client.transport.stats
+    assert result.state == "copied"
+    assert served.faults["lie"] == 1 and served.blob_serves(path) == 2  # once bad, once good: never a third
+    assert stats.retry_reasons["blob-corrupt"] == 1
+    assert skopeo_digest(registry2.ref(repo, "v1")) == digest

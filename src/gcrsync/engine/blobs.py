@@ -168,10 +168,20 @@ class BlobMover:
             result.blobs_mounted += 1
             return
         async with self._transfers:
+            refetched = False
             for attempt in range(UPLOAD_ATTEMPTS):
                 try:
                     counted = await self._transfer(desc, src, dst)
                     break
+                except DigestMismatch as exc:
+                    # Proxies and CDNs do corrupt bytes in transit: fetch once more before failing the image.
+                    # The bad bytes were never committed (the last chunk waits for the digest check).
+                    if refetched or attempt == UPLOAD_ATTEMPTS - 1:
+                        raise
+                    refetched = True
+                    if isinstance(dst, CountsRequests):
+                        dst.note_retry("blob-corrupt")
+                    log.warning("fetching %s once more: %s", desc.digest[:19], exc)
                 except RegistryError as exc:
                     # A streamed upload cannot be replayed by the transport: a 5xx/429 or a dropped connection
                     # on it starts the copy over (fresh source stream, fresh upload session).
