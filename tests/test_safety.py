@@ -272,3 +272,27 @@ def test_no_prune_in_a_namespace_where_an_image_failed(make_registry: Any, gcrsy
     assert removed["error"] == "not pruned: an image of this namespace failed in this run"
     assert target_head(target, "m/app", "gone") == expected["app:gone"]
     assert ledger(tmp_path, source.host, ns) == expected  # kept: the next good run prunes it
+
+
+def test_sigterm_gives_up_a_stalled_image_after_the_grace_period(
+    registry: RegistryServer, make_registry: Any, gcrsync: Gcrsync, tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    ns = unique_repo("grace")
+    seed(registry, ns, ["stuck"], ["v1"])
+    target: RegistryServer = make_registry()
+    with FaultProxy(registry.url) as proxy:
+        proxy.hold_next("GET", r"/blobs/")  # a source that never answers this blob GET while the test runs
+        report = tmp_path / "grace-report.json"
+        proc = gcrsync.spawn("sync", f"{proxy.host}/{ns}", "--dest", f"{target.host}/m", "--stop-grace", "1s",
+                             "--report", str(report))
+        procs.append(proc)
+        wait_for(proxy.held.is_set, "the stalled blob download", proc)
+        proc.send_signal(signal.SIGTERM)
+        # Ends on its own although the request never completes: the grace period bounds the stop.
+        assert proc.wait(timeout=DEADLINE) == 3, proc_output(proc)
+    output = proc_output(proc)
+    assert "gave up on" in output and "1 pending (interrupted)" in output and "Traceback" not in output
+    doc = json.loads(report.read_text())
+    assert [i["state"] for i in doc["images"]] == ["pending"]
+    assert target_head(target, "m/stuck", "v1") is None

@@ -37,12 +37,14 @@ log = logging.getLogger("gcrsync")
               "as removed upstream, a count or N% (default 25%, and never all unless 100%).")
 @click.option("--every", help="Run forever: start again this long after each run ends (e.g. 24h).")
 @click.option("--image-deadline", help="Fail an image that takes longer than this (e.g. 30m).")
+@click.option("--stop-grace", help="After SIGTERM/SIGINT, how long images in flight may take to finish before "
+              "they are given up and reported pending (default 60s).")
 @click.option("--message", help="Commit message for the metadata repository.")
 @run_async
 async def sync_command(
     args: SourceArgs, jobs: int | None, dry_run: bool, as_json: bool, report: str | None,
     trust_ledger: bool | None, prune: bool | None, max_removed: str | None, every: str | None,
-    image_deadline: str | None,
+    image_deadline: str | None, stop_grace: str | None,
     message: str | None,
 ) -> None:
     """Mirror every repository and tag under SOURCE_NAMESPACE... to --dest.
@@ -66,6 +68,7 @@ async def sync_command(
         prune=defaults.prune if prune is None else prune,
         image_deadline=parse_duration(image_deadline, "--image-deadline") if image_deadline is not None else None,
         max_removed=_removal_limit(max_removed, defaults.max_removed),
+        stop_grace=parse_duration(stop_grace, "--stop-grace") if stop_grace is not None else 60.0,
     )
     interval = parse_duration(every, "--every") if every is not None else None
     creds = args.credentials()

@@ -104,7 +104,7 @@ class Mirror:
                 report.outcome = await execute(
                     plan.work, open_source=self.endpoints.source, open_target=self.endpoints.target,
                     mover=mover, jobs=self.options.jobs, on_result=image_done, stop=stop,
-                    image_deadline=self.options.image_deadline,
+                    image_deadline=self.options.image_deadline, stop_grace=self.options.stop_grace,
                 )
                 for item in plan.by_state("unchanged"):
                     recorder.record(AlreadyThere(item))

@@ -17,6 +17,7 @@ class SyncOptions:
     blob_locations: BlobLocations | None = None  # cross-run mount hints (the CLI passes the user's cache)
     prune: bool = False  # delete target tags whose source tag is gone (targets that can remove tags)
     image_deadline: float | None = None
+    stop_grace: float = 60.0  # seconds images in flight may take after SIGTERM/SIGINT before they are given up
     max_removed: MaxRemoved = field(default_factory=lambda: MaxRemoved("25%"))  # the removal guard (sync.guard)
     hub_api: str = "https://hub.docker.com"
     quay_api: str = "https://quay.io"
