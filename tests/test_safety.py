@@ -237,6 +237,9 @@ def test_sigterm_mid_run_finishes_in_flight_reports_pending_and_prunes_nothing(
         wait_for(lambda: "SIGTERM" in proc_output(proc), "the signal to be taken", proc)
         proxy.release()
         assert proc.wait(timeout=DEADLINE) == 3, proc_output(proc)
+        metrics = tmp_path / "gcrsync.prom"
+        monitor = gcrsync.run("monitor", *args[:3], "--count", "1", "--metrics", str(metrics))
+        assert monitor.code == 0 and "4 left pending by an interrupted last run" in monitor.output, monitor.output
     output = proc_output(proc)
     assert "Traceback" not in output and "4 pending (interrupted)" in output
     doc = json.loads(report.read_text())
@@ -250,6 +253,8 @@ def test_sigterm_mid_run_finishes_in_flight_reports_pending_and_prunes_nothing(
     recorded = ledger(tmp_path, proxy.host, ns)
     assert sorted(recorded) == sorted(["old:v1", copied])
     assert f"m/{copied}" in changelog(tmp_path)
+    label = f'namespace="{proxy.host}/{ns}",state="pending_last_run"'
+    assert f"gcrsync_tags{{{label}}} 4" in metrics.read_text()  # monitor's metrics tell them too
 
 
 

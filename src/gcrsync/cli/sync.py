@@ -94,7 +94,7 @@ async def sync_command(
             repo.close()
         _show(result, dry_run=dry_run, as_json=as_json)
         if not dry_run:
-            save_last_run(_failures_by_namespace(result))
+            save_last_run(_failures_by_namespace(result), _pending_by_namespace(result))
         if report:
             Path(report).write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
         status = max(status, result.exit_status)  # 3 (interrupted) outranks 1 (failed)
@@ -146,6 +146,13 @@ def _failures_by_namespace(result: SyncReport) -> dict[str, int]:
     for item in result.plan.by_state("error"):
         failed[item.spec.label] = failed.get(item.spec.label, 0) + 1
     return failed
+
+
+def _pending_by_namespace(result: SyncReport) -> dict[str, int]:
+    pending: dict[str, int] = {}
+    for item in result.pending:
+        pending[item.spec.label] = pending.get(item.spec.label, 0) + 1
+    return pending
 
 
 def _human(seconds: float) -> str:
