@@ -104,3 +104,16 @@ def test_an_oci_target_under_a_file_says_why(registry: RegistryServer, tmp_path:
     assert "Traceback" not in out
     line = next((x for x in out.splitlines() if f"{ns}/app:v1" in x and "→" in x), "")
     assert "Not a directory" in line or "not a directory" in line, out
+
+
+def test_a_stalled_manifest_push_times_out_and_is_retried(registry: RegistryServer, registry2: RegistryServer,
+                                                          tmp_path: Path) -> None:
+    repo = unique_repo("stallput")
+    digest, _ = push_image(registry.pusher(), repo, "v1", layers=[make_layer(651, 1_000)])
+    with FaultProxy(registry2.url) as proxy:
+        proxy.fail_next(1, "stall", r"/manifests/v1$", methods=("PUT",), stall_seconds=30)
+        code, out = run(tmp_path, "copy", "--timeout", "1", f"{registry.host}/{repo}:v1", f"{proxy.host}/{repo}:v1")
+        puts = [d.fault for d in proxy.stats.decisions if d.method == "PUT" and "/manifests/" in d.path]
+    assert code == 0 and "Traceback" not in out, out
+    assert puts == ["stall", None]
+    assert skopeo_digest(registry2.ref(repo, "v1")) == digest
