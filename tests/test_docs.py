@@ -47,3 +47,14 @@ def test_public_api_is_re_exported_lazily() -> None:
             "[getattr(gcrsync, n) for n in gcrsync.__all__]; print(parse_reference('nginx'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "docker.io/library/nginx"
+
+
+def test_the_safety_options_and_exit_statuses_are_documented() -> None:
+    readme = (ROOT / "README.md").read_text()
+    help_text = CliRunner().invoke(main, ["sync", "--help"]).output
+    for option in ("--prune", "--max-removed", "--stop-grace", "--trust-ledger", "--image-deadline"):
+        assert option in readme and option in help_text, option
+    statuses = re.search(r"Exit status: (.*?)\n\n", readme, re.S)
+    assert statuses is not None
+    for status in ("0 when", "1 if", "2 for", "3 when"):
+        assert status in statuses.group(1), status

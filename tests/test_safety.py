@@ -162,14 +162,19 @@ def test_prune_keeps_a_child_of_a_mirrored_index(registry: RegistryServer, make_
     child = json.loads(pusher.get_manifest(f"{ns}/app", index)[0])["manifests"][0]
     raw, media_type = pusher.get_manifest(f"{ns}/app", child["digest"])
     pusher.push_manifest(f"{ns}/app", "v1-amd64", raw, media_type)
+    other = seed(registry, ns, ["other"], ["v1"])
     target: RegistryServer = make_registry()
     args = (f"{registry.host}/{ns}", "--dest", f"{target.host}/m", "--prune", "--max-removed", "50%")
     assert gcrsync.sync(*args).code == 0
     assert target_head(target, "m/app", "v1-amd64") == child["digest"]
     untag(registry, f"{ns}/app", "v1-amd64")
+    target.clear_requests()
     run = gcrsync.sync(*args)
     assert run.code == 0, run.output
-    assert ledger(tmp_path, registry.host, ns) == {"app:v1": index}
+    assert ledger(tmp_path, registry.host, ns) == {"app:v1": index, **other}
+    # What prune reads costs requests only in the repository it prunes in (manifest GETs count as pulls).
+    gets = {r.path.split("/manifests/")[0] for r in target.requests() if r.method == "GET" and "/manifests/" in r.path}
+    assert gets == {"/v2/m/app"}
     # The child is still there for the index, which stays complete: skopeo copies every platform of it.
     assert target.pusher().request("HEAD", f"/v2/m/app/manifests/{child['digest']}", repo="m/app").status == 200
     check = unique_repo("check")
