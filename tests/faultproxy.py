@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -35,7 +35,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 STATUS_KINDS = {"500": 500, "502": 502, "503": 503, "429": 429, "413": 413}
-FAULT_KINDS = frozenset({*STATUS_KINDS, "reset", "truncate", "stall"})
+FAULT_KINDS = frozenset({*STATUS_KINDS, "reset", "truncate", "stall", "trickle"})
 _ERROR_CODES = {500: "UNKNOWN", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 429: "TOOMANYREQUESTS", 413: "SIZE_INVALID"}
 # Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message; Expect is dropped because
 # the proxy reads the body itself, and Host is rewritten to the upstream's.
@@ -60,7 +60,8 @@ class Fault:
     ``path`` is a regex searched in the decoded request path (no query). ``retry_after`` (429) is seconds, sent
     as an HTTP-date when ``retry_after_date``; None omits the header. ``cut`` (reset/truncate) is a fraction of
     Content-Length (float) or a byte count (int), always clamped below the length; bodies of unknown length
-    are cut before their first byte. ``stall_seconds`` ends early when the proxy stops.
+    are cut before their first byte. ``stall_seconds`` ends early when the proxy stops; for ``trickle`` it is
+    the pause between the 8 pieces the body is sent in (a slow transfer that keeps making progress).
     """
 
     kind: str
@@ -516,7 +517,9 @@ class FaultProxy:
         sent = 0
         try:
             await resp.prepare(request)
-            async for chunk in upstream.content.iter_any():
+            trickle = fault is not None and fault.kind == "trickle"
+            body_iter = _pieces(upstream, fault.stall_seconds) if trickle and fault else upstream.content.iter_any()
+            async for chunk in body_iter:
                 if flip:
                     chunk = chunk.translate(_FLIP)
                 elif blob_replacement is not None:
@@ -536,6 +539,16 @@ class FaultProxy:
             if blob and full:
                 self._count_blob(path, full=False, undo_full=True)
         return resp
+
+
+async def _pieces(upstream: aiohttp.ClientResponse, pause: float) -> AsyncIterator[bytes]:
+    """The whole body in 8 pieces with a pause before each but the first."""
+    body = await upstream.read()
+    step = max(1, -(-len(body) // 8))
+    for i, start in enumerate(range(0, len(body), step)):
+        if i:
+            await asyncio.sleep(pause)
+        yield body[start : start + step]
 
 
 def _range_start(content_range: str | None) -> int:

@@ -117,3 +117,19 @@ def test_a_stalled_manifest_push_times_out_and_is_retried(registry: RegistryServ
     assert code == 0 and "Traceback" not in out, out
     assert puts == ["stall", None]
     assert skopeo_digest(registry2.ref(repo, "v1")) == digest
+
+
+def test_a_slow_transfer_still_making_progress_never_times_out(registry: RegistryServer,
+                                                               registry2: RegistryServer, tmp_path: Path) -> None:
+    repo = unique_repo("trickle")
+    layer = make_layer(661, 80_000)
+    digest, _ = push_image(registry.pusher(), repo, "v1", layers=[layer])
+    path = f"/v2/{repo}/blobs/{sha256_digest(layer)}"
+    with FaultProxy(registry.url) as proxy:
+        # 8 pieces, 1 s apart: longer in total than the 6 s idle-read timeout of --timeout 1, never idle that long.
+        proxy.fail_next(1, "trickle", f"{path}$", methods=("GET",), stall_seconds=1)
+        code, out = run(tmp_path, "copy", "--timeout", "1", f"{proxy.host}/{repo}:v1", f"{registry2.host}/{repo}:v1")
+        gets = [d.fault for d in proxy.stats.decisions if d.method == "GET" and d.path == path]
+    assert code == 0, out
+    assert gets == ["trickle"]  # one download, never restarted
+    assert skopeo_digest(registry2.ref(repo, "v1")) == digest
