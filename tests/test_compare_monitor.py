@@ -220,3 +220,21 @@ def test_monitor_while_a_sync_holds_the_metadata_lock(registry: RegistryServer, 
     assert second.code == 1 and f"metadata repository is locked by pid {os.getpid()}" in second.output
     assert target_head(registry2, f"{dest}/app", "v3") is None
     assert cli.sync(*args).code == 0 and target_head(registry2, f"{dest}/app", "v3") is not None
+
+
+def test_compare_write_never_empties_a_ledger_from_an_empty_listing(registry: RegistryServer,
+                                                                     registry2: RegistryServer, cli: Gcrsync,
+                                                                     tmp_path: Path) -> None:
+    ns, dest = unique_repo("cmpgone"), unique_repo("cmpgone-m")
+    seed(registry, ns, ["app"], ["v1"])
+    remote = bare_remote(tmp_path / "remote.git")
+    args = (f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}", "--metadata", str(remote))
+    assert cli.sync(*args).code == 0
+    before = remote_ledger(remote, registry, ns)
+    import shutil
+
+    shutil.rmtree(registry.storage / "docker" / "registry" / "v2" / "repositories" / ns)
+    run = cli.run("compare", *args, "--write")
+    assert run.code == 1, run.output
+    assert "lists no images, but its ledger holds 1" in run.output
+    assert remote_ledger(remote, registry, ns) == before

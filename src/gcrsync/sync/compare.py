@@ -70,6 +70,11 @@ def _classify(plan: Plan, namespaces: list[NamespaceResult],
             elif item.state == "error":
                 cmp.failed.append(item)
         ledger = ledgers.get(ns.spec.label)
+        recorded = sum(1 for _ in ledger.entries()) if ledger is not None else 0
+        if ns.error is None and not seen and recorded:
+            # As in a sync (sync.guard): a namespace that lists nothing is taken as a failed listing, so
+            # `--write` never rebuilds a ledger to empty from it.
+            cmp.error = ns.error = f"{ns.spec.label} lists no images, but its ledger holds {recorded}"
         if ledger is not None and ns.error is None:
             for rel, tag, entry in ledger.entries():
                 found = seen.get((rel, tag))
