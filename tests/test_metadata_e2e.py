@@ -389,6 +389,11 @@ def test_killed_mid_sync_ledger_never_ahead_of_target(registry: RegistryServer, 
     assert {k: e["digest"] for k, e in final.items()} == expected
     for key, digest in expected.items():
         assert target_head(registry2, f"{dest}/{key.split(':')[0]}", "v1") == digest
+    # The CHANGELOG tells every image exactly once as added, also those the killed run copied (journaled).
+    changelog = show(remote, "CHANGELOG.md")
+    added = [line for line in changelog.splitlines() if line.startswith("- `") and f"/{ns}/" in line]
+    assert sorted(line.split("`")[1].rsplit("/", 1)[1] for line in added) == sorted(expected), changelog
+    assert changelog.count("### Added") == 1  # one publish, so one block
 
 
 def test_killed_inside_git_leaves_no_lasting_git_lock(registry: RegistryServer, registry2: RegistryServer,

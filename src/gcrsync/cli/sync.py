@@ -20,6 +20,7 @@ from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.errors import ConfigError
 from gcrsync.ledger import MetadataRepo, PushFailed
 from gcrsync.sync import Mirror, SyncOptions, SyncReport
+from gcrsync.sync.journal import ChangeJournal
 from gcrsync.sync.last_run import save_last_run
 
 log = logging.getLogger("gcrsync")
@@ -84,12 +85,14 @@ async def sync_command(
         try:
             with repo.lock():
                 async with registry_client_for(config, transport, creds) as client:
-                    mirror = Mirror(client, specs, options, repo)
+                    mirror = Mirror(client, specs, options, repo, ChangeJournal.for_workdir(repo.workdir))
                     with output.SyncProgress() as progress:
                         result = await mirror.run(stop=stop, on_bytes=progress.advance_bytes,
                                                   on_image=progress.image_done, on_plan=progress.planned)
                 if not dry_run:
                     _publish(repo, result, commit_message)
+                    if mirror.journal is not None:
+                        mirror.journal.clear()  # its changes are in the CHANGELOG now
         finally:
             repo.close()
         _show(result, dry_run=dry_run, as_json=as_json)

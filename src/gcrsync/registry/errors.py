@@ -37,7 +37,7 @@ def service_message(body: bytes) -> tuple[str | None, str | None]:
         for other in entries[1:]:
             other_code, other_message = (_one_line(other.get(k, ""), 200) for k in ("code", "message"))
             parts.append(": ".join(p for p in (other_code, other_message) if p))
-        return code, "; ".join(p for p in parts if p)[:600] or None
+        return code, "; ".join(p for p in parts if p)[:300] or None  # one bounded line
     for key in _SERVICE_FIELDS:
         value = doc.get(key)
         if isinstance(value, str) and value.strip():

@@ -19,6 +19,7 @@ from gcrsync.ledger import Ledger, MetadataRepo
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.discovery import DiscoveredRepo
 from gcrsync.sync.endpoints import Endpoints
+from gcrsync.sync.journal import ChangeJournal
 from gcrsync.sync.options import SyncOptions
 from gcrsync.sync.planning import discover_namespace, make_plan
 from gcrsync.sync.prune import prune
@@ -38,12 +39,15 @@ class Mirror:
     """Runs syncs for a set of sources with one registry client and (optionally) one metadata repo."""
 
     def __init__(self, client: RegistryClient, sources: list[SourceSpec], options: SyncOptions,
-                 metadata: MetadataRepo | None = None) -> None:
+                 metadata: MetadataRepo | None = None, journal: ChangeJournal | None = None) -> None:
         self.client = client
         self.sources = sources
         self.options = options
         self.metadata = metadata
         self.endpoints = Endpoints(client)
+        # Changes recorded but not yet published, surviving a killed run (sync.journal): whoever publishes
+        # the run's changes clears it afterwards (the CLI does).
+        self.journal = journal
 
     async def discover(self, spec: SourceSpec) -> list[DiscoveredRepo]:
         return await discover_namespace(self.client, spec, self.options)
@@ -94,7 +98,11 @@ class Mirror:
         if not self.options.dry_run:
             mover = BlobMover(self.options.jobs, on_bytes=on_bytes, locations=self.options.blob_locations)
             files = self.metadata.ledgers if self.metadata is not None else None
-            async with Recorder(ledgers, files, report.changes) as recorder:
+            if self.journal is not None:
+                left = self.journal.load()  # an earlier run's, killed before it published them
+                for kind in ("added", "updated", "removed"):
+                    getattr(report.changes, kind).extend(getattr(left, kind))
+            async with Recorder(ledgers, files, report.changes, self.journal) as recorder:
 
                 async def image_done(item: PlanItem, result: ImageResult) -> None:
                     if on_image is not None:
