@@ -133,3 +133,21 @@ def test_a_slow_transfer_still_making_progress_never_times_out(registry: Registr
     assert code == 0, out
     assert gets == ["trickle"]  # one download, never restarted
     assert skopeo_digest(registry2.ref(repo, "v1")) == digest
+
+
+def test_a_report_path_in_a_missing_directory_is_refused_before_the_run(registry: RegistryServer,
+                                                                        tmp_path: Path) -> None:
+    code, out = run(tmp_path, "sync", f"{registry.host}/{unique_repo('rep')}", "--dest", f"{registry.host}/m",
+                    "--report", str(tmp_path / "missing" / "run.json"))
+    assert code == 2 and out.startswith("error: --report") and len(out.strip().splitlines()) == 1, out
+
+
+def test_an_unwritable_metrics_file_is_one_line(registry: RegistryServer, registry2: RegistryServer,
+                                                tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x\n")
+    code, out = run(tmp_path, "monitor", f"{registry.host}/{unique_repo('met')}", "--dest", f"{registry2.host}/m",
+                    "--count", "1", "--metrics", str(blocker / "gcrsync.prom"))
+    assert code == 1 and "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(blocker) in errors[0], out

@@ -235,7 +235,8 @@ def test_sigterm_mid_run_finishes_in_flight_reports_pending_and_prunes_nothing(
         shutil.rmtree(repositories_dir(registry) / ns / "old")  # a removal a prune would act on
         proxy.hold_next("GET", r"/blobs/")  # the first image's first blob: an image in flight
         report = tmp_path / "sigterm-report.json"
-        proc = gcrsync.spawn("sync", *args, "--report", str(report))
+        # --every: an interrupted run ends the loop too (no waiting for the next run).
+        proc = gcrsync.spawn("sync", *args, "--report", str(report), "--every", "24h")
         procs.append(proc)
         wait_for(proxy.held.is_set, "a blob download in flight", proc)
         proc.send_signal(signal.SIGTERM)

@@ -60,6 +60,8 @@ async def sync_command(
     config, specs = args.config, args.specs
     defaults = config.defaults
     jobs = checked("--jobs", jobs, "jobs")
+    if report and not Path(report).resolve().parent.is_dir():  # found out now, not after an hour of copying
+        raise ConfigError(f"--report {report}: its directory does not exist")
     options = SyncOptions(
         jobs=defaults.jobs if jobs is None else jobs,
         query_jobs=args.query_limit,
