@@ -99,17 +99,22 @@ def test_a_vanished_namespace_removes_and_prunes_nothing(registry: RegistryServe
 def test_a_vanished_repository_is_an_error_and_kept(registry: RegistryServer, make_registry: Any,
                                                     gcrsync: Gcrsync, tmp_path: Path) -> None:
     ns = unique_repo("vanrepo")
-    expected = seed(registry, ns, ["a", "b", "c", "d", "e"], ["v1"])
+    expected = seed(registry, ns, ["a", "b", "c", "d", "e"], ["v1"]) | seed(registry, ns, ["a"], ["v2"])
     target: RegistryServer = make_registry()
     args = (f"{registry.host}/{ns}", "--dest", f"{target.host}/m", "--prune", "--max-removed", "50%")
     assert gcrsync.sync(*args).code == 0
     shutil.rmtree(repositories_dir(registry) / ns / "e")
+    untag(registry, f"{ns}/a", "v2")
     run = gcrsync.sync(*args)
     assert run.code == 1, run.output
     assert "repository e vanished from the listing" in run.output
     assert [i["state"] for i in run.report["images"] if i["target"].endswith("/m/e:v1")] == ["error"]
     assert ledger(tmp_path, registry.host, ns) == expected
     assert target_head(target, "m/e", "v1") == expected["e:v1"]
+    # ... and a namespace in doubt prunes nothing else either.
+    [removed] = [i for i in run.report["images"] if i["planned"] == "removed"]
+    assert removed["error"] == "not pruned: an image or tag of this namespace failed in this run"
+    assert target_head(target, "m/a", "v2") == expected["a:v2"]
 
 
 def test_removal_guard_counts_and_percentages(registry: RegistryServer, make_registry: Any, gcrsync: Gcrsync,
@@ -280,7 +285,7 @@ def test_no_prune_in_a_namespace_where_an_image_failed(make_registry: Any, gcrsy
     run = gcrsync.sync(*args)
     assert run.code == 1, run.output
     [removed] = [i for i in run.report["images"] if i["planned"] == "removed"]
-    assert removed["error"] == "not pruned: an image of this namespace failed in this run"
+    assert removed["error"] == "not pruned: an image or tag of this namespace failed in this run"
     assert target_head(target, "m/app", "gone") == expected["app:gone"]
     assert ledger(tmp_path, source.host, ns) == expected  # kept: the next good run prunes it
 

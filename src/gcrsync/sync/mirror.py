@@ -66,15 +66,17 @@ class Mirror:
         keeps them, the next run tries again, and the exit is non-zero).
 
         Nothing after a stop request (the run is to end, and what it learned may be cut short), and nothing
-        of a namespace where an image failed (its target is not in the state the plan assumed).
+        of a namespace where an image failed or a tag could not be planned (its target is not in the state
+        the plan assumed, or its listing is in doubt).
         """
         failed = {item.spec.label for item, _ in report.outcome.failed}
+        failed |= {item.spec.label for item in report.plan.by_state("error")}  # unplanned tags count too
         out = []
         for item in removed:
             if stop is not None and stop.is_set():
                 item.error = "not pruned: the run was interrupted"
             elif item.spec.label in failed:
-                item.error = "not pruned: an image of this namespace failed in this run"
+                item.error = "not pruned: an image or tag of this namespace failed in this run"
             else:
                 out.append(item)
         return out
