@@ -170,8 +170,9 @@ class BlobMover:
         async with self._transfers:
             refetched = False
             for attempt in range(UPLOAD_ATTEMPTS):
+                from_source: list[GcrsyncError] = []
                 try:
-                    counted = await self._transfer(desc, src, dst)
+                    counted = await self._transfer(desc, src, dst, from_source)
                     break
                 except DigestMismatch as exc:
                     # Proxies and CDNs do corrupt bytes in transit: fetch once more before failing the image.
@@ -184,8 +185,12 @@ class BlobMover:
                     log.warning("fetching %s once more: %s", desc.digest[:19], exc)
                 except RegistryError as exc:
                     # A streamed upload cannot be replayed by the transport: a 5xx/429 or a dropped connection
-                    # on it starts the copy over (fresh source stream, fresh upload session).
-                    if attempt == UPLOAD_ATTEMPTS - 1 or not (exc.status is None or exc.status in RETRY_STATUSES):
+                    # on it starts the copy over (fresh source stream, fresh upload session). Not so for the
+                    # source's own failure: the transport already retried and resumed that download, and
+                    # starting over would multiply those attempts (a source that never answers would hold
+                    # the image for UPLOAD_ATTEMPTS times the transport's whole retry budget).
+                    if (attempt == UPLOAD_ATTEMPTS - 1 or exc in from_source
+                            or not (exc.status is None or exc.status in RETRY_STATUSES)):
                         raise
                     self.restarts += 1
                     if isinstance(dst, CountsRequests):  # counted with the run's other retries, for the report
@@ -209,8 +214,11 @@ class BlobMover:
             self.locations.forget(dst.domain, desc.digest, name)
         return False
 
-    async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore) -> int:
-        """One attempt at streaming a blob from src into dst, verified on the way; returns its size."""
+    async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore,
+                        failures: list[GcrsyncError]) -> int:
+        """One attempt at streaming a blob from src into dst, verified on the way; returns its size.
+
+        `failures` receives the source's own errors and digest mismatches (see `verified`)."""
         self.pulls[desc.digest] = self.pulls.get(desc.digest, 0) + 1
         if self.on_start is not None and desc.size > 0:
             self.on_start(desc.size)
@@ -222,15 +230,20 @@ class BlobMover:
             if self.on_bytes:
                 self.on_bytes(n)
 
+        opened = False
         try:
             async with src.open_blob(desc) as chunks:
-                failures: list[GcrsyncError] = []
+                opened = True
                 try:
                     await dst.put_blob(desc, verified(chunks, desc, count, failures))
                 except Exception:
                     if failures:
                         raise failures[0] from None
                     raise
+        except GcrsyncError as exc:
+            if not opened:
+                failures.append(exc)  # the source GET itself failed (after the transport's own retries)
+            raise
         finally:
             self.bytes_pulled += counted
         return counted

@@ -26,14 +26,11 @@ class RangeRefused(RegistryError):
     """A resumed request was answered with neither 200 nor 206 (416: nothing at that offset)."""
 
 
-def _check_content_range(request: Request, header: str | None, start: int, total: int | None) -> None:
-    """A 206 must hold exactly the bytes asked for: a range starting elsewhere (or of another file) would be
-    spliced in silently at the wrong offset. The digest check would catch it later; this names the cause."""
+def _range_ok(header: str | None, start: int, total: int | None) -> bool:
+    """Does a 206's Content-Range hold exactly the bytes asked for (from `start`, of a body of `total`)?"""
     m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (header or "").strip())
-    if m is None or int(m.group(1)) != start or (
-            total is not None and m.group(3) != "*" and int(m.group(3)) != total):
-        raise RangeRefused(f"{request}: resumed at byte {start}, but the server sent Content-Range "
-                           f"{(header or 'none')[:80]!r}")
+    return m is not None and int(m.group(1)) == start and (
+        total is None or m.group(3) == "*" or int(m.group(3)) == total)
 
 
 class Resuming:
@@ -85,20 +82,27 @@ class _ResumableResponse(Response):
             return
         except BodyBroken as exc:
             failure = exc
+        ranges = True  # False once a server sent a 206 for the wrong bytes: whole bodies from then on
         while True:
             resumes += 1
             self._layer.stats.retried("blob-resume")
             if resumes > MAX_RESUMES:
                 raise RegistryError(f"{self.request}: transfer kept failing ({failure.reason})")
             log.info("resuming %s at byte %d after %s", self.request, received, failure.reason)
-            again = self.request.with_headers({"Range": f"bytes={received}-"})
+            again = self.request.with_headers({"Range": f"bytes={received}-"}) if ranges else self.request
             try:
                 async with self._layer.inner.send(again) as resp:
                     if resp.status not in (200, 206):
                         raise RangeRefused(f"{self.request}: HTTP {resp.status} when resuming at byte {received}",
                                            status=resp.status)
-                    if resp.status == 206:
-                        _check_content_range(self.request, resp.headers.get("Content-Range"), received, total)
+                    if resp.status == 206 and not _range_ok(resp.headers.get("Content-Range"), received, total):
+                        # Bytes from elsewhere would be spliced in at the wrong offset (the digest check would
+                        # only catch it at the end): ask again without Range and skip what was passed on.
+                        log.warning("%s: resumed at byte %d but got Content-Range %r: fetching it whole",
+                                    self.request, received, (resp.headers.get("Content-Range") or "")[:80])
+                        ranges = False
+                        failure = BodyBroken(f"{self.request}: wrong Content-Range", reason="content-range")
+                        continue
                     skip = received if resp.status == 200 else 0  # no Range support: passed-on bytes skipped
                     rest = None if total is None else total - received + skip
                     async for chunk in resp.chunks(expected=rest):
