@@ -50,6 +50,9 @@ def test_timeout_bounds_a_stalled_read_at_six_times(registry: RegistryServer, re
     (["--every", "0"], "--every: invalid duration '0'"),
     (["--image-deadline", "0s"], "--image-deadline: invalid duration"),
     (["--max-removed", "lots"], "--max-removed"),
+    (["--platform", "linux"], "invalid platform 'linux'"),
+    (["--immutable", "("], "--immutable: Value error, invalid regex '('"),
+    (["--dest", "oci:"], "target 'oci:': give the layout directory"),
 ])
 def test_bad_sync_options_are_one_line_with_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
     code, out = run(tmp_path, "sync", "127.0.0.1:1/ns", "--dest", "127.0.0.1:1/m", *args)

@@ -7,14 +7,13 @@ import logging
 import click
 
 from gcrsync.cli.common import ByteProgress, registry_client_for, run_async, stdout_line
-from gcrsync.cli.settings import checked, credential_store, load, parse_creds
+from gcrsync.cli.settings import checked, credential_store, load, parse_creds, user_platforms
 from gcrsync.cli.settings import transport_options as settings_transport
 from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import CopyOptions, copy_image
 from gcrsync.engine.endpoints import open_store, ref_of
 from gcrsync.errors import ConfigError, GcrsyncError, first_error
-from gcrsync.oci import Platform
 from gcrsync.reference import Reference, parse_location
 from gcrsync.registry.credentials import Credential
 
@@ -62,7 +61,7 @@ async def copy_command(
         dst_ref = ref_of(dst_loc, src_ref)
     checked("--jobs", jobs, "jobs")
     checked("--timeout", timeout, "timeout")
-    wanted = [Platform.parse(p) for p in platforms]
+    wanted = user_platforms(platforms)
     if wanted and dst_ref.startswith("sha256:"):
         raise ConfigError("a --platform copy has a digest of its own: give DESTINATION a tag")
     config = load(config_path)

@@ -23,7 +23,7 @@ from gcrsync.config import (
 from gcrsync.engine.naming import validate_mode
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.engine.select import TagPolicy
-from gcrsync.errors import ConfigError, InvalidReference
+from gcrsync.errors import ConfigError, InvalidReference, ManifestError
 from gcrsync.ledger import MetadataRepo
 from gcrsync.oci import Platform
 from gcrsync.reference import split_namespace
@@ -41,7 +41,8 @@ def checked(option: str, value: T | None, setting: str, model: type[BaseModel] =
     try:
         model.model_validate({setting: value})
     except ValidationError as exc:
-        raise ConfigError(f"{option} {str(value)[:60]!r}: {exc.errors()[0]['msg']}") from None
+        shown = "" if isinstance(value, list) else f" {str(value)[:60]!r}"  # a list's message names the item
+        raise ConfigError(f"{option}{shown}: {exc.errors()[0]['msg']}") from None
     return value
 
 
@@ -67,6 +68,14 @@ def user_namespace(text: str) -> tuple[str, str]:
     try:
         return split_namespace(text)
     except InvalidReference as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def user_platforms(texts: list[str] | tuple[str, ...]) -> list[Platform]:
+    """`--platform` / `platforms:` values; a malformed one is bad usage (exit 2)."""
+    try:
+        return [Platform.parse(p) for p in texts]
+    except ManifestError as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -122,7 +131,7 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
             target_prefix=_normalise_target(target),
             naming=mode,
             policy=_policy(tags or entry.tags or config.defaults.tags),
-            platforms=[Platform.parse(p) for p in plats],
+            platforms=user_platforms(plats),
             discovery=entry.discovery,
             repositories=list(entry.repositories),
         ))
@@ -131,6 +140,8 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
 
 def _normalise_target(target: str) -> str:
     if target.startswith("oci:"):
+        if not target[4:].strip():
+            raise ConfigError(f"target {target!r}: give the layout directory, e.g. oci:./mirror")
         return "oci:" + str(Path(target[4:]).resolve())
     registry, namespace = user_namespace(target)
     return f"{registry}/{namespace}" if namespace else registry
