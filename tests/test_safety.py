@@ -177,14 +177,14 @@ def test_prune_keeps_a_child_of_a_mirrored_index(registry: RegistryServer, make_
     run = gcrsync.sync(*args)
     assert run.code == 0, run.output
     assert ledger(tmp_path, registry.host, ns) == {"app:v1": index, **other}
-    # What prune reads costs requests only in the repository it prunes in (manifest GETs count as pulls).
     gets = {r.path.split("/manifests/")[0] for r in target.requests() if r.method == "GET" and "/manifests/" in r.path}
-    assert gets == {"/v2/m/app"}
     # The child is still there for the index, which stays complete: skopeo copies every platform of it.
     assert target.pusher().request("HEAD", f"/v2/m/app/manifests/{child['digest']}", repo="m/app").status == 200
     check = unique_repo("check")
     skopeo_copy_all(target.ref("m/app", "v1"), registry.ref(check, "v1"))
     assert skopeo_digest(registry.ref(check, "v1")) == index
+    # What prune reads costs requests only in the repository it prunes in (manifest GETs count as pulls).
+    assert gets == {"/v2/m/app"}
 
 
 def test_prune_leaves_a_tag_someone_re_pointed(registry: RegistryServer, make_registry: Any, gcrsync: Gcrsync,
