@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -34,9 +34,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-STATUS_KINDS = {"500": 500, "502": 502, "503": 503, "429": 429}
-FAULT_KINDS = frozenset({*STATUS_KINDS, "reset", "truncate", "stall"})
-_ERROR_CODES = {500: "UNKNOWN", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 429: "TOOMANYREQUESTS"}
+STATUS_KINDS = {"500": 500, "502": 502, "503": 503, "429": 429, "413": 413}
+FAULT_KINDS = frozenset({*STATUS_KINDS, "reset", "truncate", "stall", "trickle"})
+_ERROR_CODES = {500: "UNKNOWN", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 429: "TOOMANYREQUESTS", 413: "SIZE_INVALID"}
 # Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message; Expect is dropped because
 # the proxy reads the body itself, and Host is rewritten to the upstream's.
 _HOP = frozenset(
@@ -60,7 +60,8 @@ class Fault:
     ``path`` is a regex searched in the decoded request path (no query). ``retry_after`` (429) is seconds, sent
     as an HTTP-date when ``retry_after_date``; None omits the header. ``cut`` (reset/truncate) is a fraction of
     Content-Length (float) or a byte count (int), always clamped below the length; bodies of unknown length
-    are cut before their first byte. ``stall_seconds`` ends early when the proxy stops.
+    are cut before their first byte. ``stall_seconds`` ends early when the proxy stops; for ``trickle`` it is
+    the pause between the 8 pieces the body is sent in (a slow transfer that keeps making progress).
     """
 
     kind: str
@@ -123,6 +124,8 @@ class ProxyStats:
     blob_full: Counter[str] = field(default_factory=Counter)
     blob_partial: Counter[str] = field(default_factory=Counter)
     decisions: list[Decision] = field(default_factory=list)
+    in_flight: int = 0  # requests being handled right now
+    max_in_flight: int = 0  # the most ever handled at once (what a per-host concurrency cap must bound)
 
     def blob_serves(self, path: str) -> int:
         return self.blob_full[path] + self.blob_partial[path]
@@ -181,6 +184,7 @@ class FaultProxy:
         self._queued: list[_Queued] = []
         self._header_rules: list[_HeaderRule] = []
         self._blob_lies: dict[str, bytes | None] = {}
+        self._blob_lies_left: dict[str, int | None] = {}
         self._manifest_lies: list[tuple[str, ManifestLie]] = []
         self._seen: Counter[tuple[str, str]] = Counter()
         self._random_faults = 0
@@ -191,6 +195,9 @@ class FaultProxy:
         self._runner: web.ServerRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stopping: asyncio.Event | None = None
+        self._hold: tuple[str, str] | None = None  # (method, path regex) of the one request to hold
+        self._released: asyncio.Event | None = None
+        self.held = threading.Event()  # set once the held request has arrived (and is waiting)
 
     def __repr__(self) -> str:
         return f"FaultProxy({self.url or 'stopped'} -> {self.upstream}, seed={self.seed})"
@@ -216,14 +223,16 @@ class FaultProxy:
         with self._lock:
             self._header_rules.append(rule)
 
-    def lie_blob(self, digest: str, replacement: bytes | None = None) -> None:
+    def lie_blob(self, digest: str, replacement: bytes | None = None, times: int | None = None) -> None:
         """Serve other bytes of the same length for blob GETs of ``digest`` (any repo, ranges included).
 
         ``replacement`` must be exactly as long as the blob (the client is expected to catch the digest
-        mismatch, not a length error); None flips every bit, which works at any offset.
+        mismatch, not a length error); None flips every bit, which works at any offset. ``times`` limits the
+        lie to that many GETs (corruption in transit), None lies for ever.
         """
         with self._lock:
             self._blob_lies[digest] = replacement
+            self._blob_lies_left[digest] = times
 
     def lie_manifest(self, path_regex: str, replacement: ManifestLie = None) -> None:
         """Alter manifest GET bodies whose path matches: fixed bytes, a function of the real bytes, or None for
@@ -232,6 +241,22 @@ class FaultProxy:
         with self._lock:
             self._manifest_lies.append((path_regex, replacement))
 
+    def hold_next(self, method: str, path_regex: str) -> None:
+        """Hold the next request matching ``method`` and ``path_regex`` until ``release()`` (or stop): the
+        test knows, through ``held``, that a client is in the middle of that request."""
+        _compile(path_regex)
+        with self._lock:
+            self._hold = (method.upper(), path_regex)
+            self._released = None  # a fresh gate, made on the proxy's loop when the request arrives
+            self.held.clear()
+
+    def release(self) -> None:
+        """Let the held request (and any later one matching the hold) go on to the upstream."""
+        with self._lock:
+            self._hold = None
+        if self._loop is not None and self._released is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
+
     def clear_faults(self) -> None:
         """Drop every fault, queued fault, header rule and lie (stats are kept)."""
         with self._lock:
@@ -239,6 +264,7 @@ class FaultProxy:
             self._queued.clear()
             self._header_rules.clear()
             self._blob_lies.clear()
+            self._blob_lies_left.clear()
             self._manifest_lies.clear()
 
     @property
@@ -349,7 +375,14 @@ class FaultProxy:
         with self._lock:
             m = BLOB_PATH_RE.match(path)
             if m and m.group("digest") in self._blob_lies:
-                return "blob", self._blob_lies[m.group("digest")]
+                digest = m.group("digest")
+                replacement = self._blob_lies[digest]
+                left = self._blob_lies_left.get(digest)
+                if left is not None:
+                    self._blob_lies_left[digest] = left - 1
+                    if left <= 1:
+                        del self._blob_lies[digest]
+                return "blob", replacement
             for pattern, replacement in self._manifest_lies:
                 if MANIFEST_PATH_RE.match(path) and _compile(pattern).search(path):
                     return "manifest", replacement
@@ -368,8 +401,38 @@ class FaultProxy:
                 self._stats.blob_full[path] -= 1
 
     # -- request handling ----------------------------------------------------------------------------------
+    async def _take_hold(self, method: str, path: str) -> bool:
+        with self._lock:
+            hold = self._hold
+            match = hold is not None and method == hold[0] and _compile(hold[1]).search(path) is not None
+            if match:
+                self._hold = None  # only the first matching request is held
+        if not match:
+            return False
+        if self._released is None:
+            self._released = asyncio.Event()
+        self.held.set()
+        assert self._stopping is not None
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        released = asyncio.ensure_future(self._released.wait())
+        await asyncio.wait([stopping, released], return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopping, released):
+            task.cancel()
+        return True
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        with self._lock:
+            self._stats.in_flight += 1
+            self._stats.max_in_flight = max(self._stats.max_in_flight, self._stats.in_flight)
+        try:
+            return await self._handle_counted(request)
+        finally:
+            with self._lock:
+                self._stats.in_flight -= 1
+
+    async def _handle_counted(self, request: web.BaseRequest) -> web.StreamResponse:
         method, path = request.method, request.path
+        await self._take_hold(method, path)
         fault = self._decide(method, path)
         if fault is not None and fault.kind == "stall":
             assert self._stopping is not None
@@ -454,7 +517,9 @@ class FaultProxy:
         sent = 0
         try:
             await resp.prepare(request)
-            async for chunk in upstream.content.iter_any():
+            trickle = fault is not None and fault.kind == "trickle"
+            body_iter = _pieces(upstream, fault.stall_seconds) if trickle and fault else upstream.content.iter_any()
+            async for chunk in body_iter:
                 if flip:
                     chunk = chunk.translate(_FLIP)
                 elif blob_replacement is not None:
@@ -474,6 +539,16 @@ class FaultProxy:
             if blob and full:
                 self._count_blob(path, full=False, undo_full=True)
         return resp
+
+
+async def _pieces(upstream: aiohttp.ClientResponse, pause: float) -> AsyncIterator[bytes]:
+    """The whole body in 8 pieces with a pause before each but the first."""
+    body = await upstream.read()
+    step = max(1, -(-len(body) // 8))
+    for i, start in enumerate(range(0, len(body), step)):
+        if i:
+            await asyncio.sleep(pause)
+        yield body[start : start + step]
 
 
 def _range_start(content_range: str | None) -> int:

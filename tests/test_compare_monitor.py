@@ -10,6 +10,7 @@ from typing import Any
 
 from tools.imagefactory import make_layer, push_image
 
+from faultproxy import FaultProxy
 from gcrsync.ledger import MetadataRepo
 from harness import MakeRegistry, RegistryServer, unique_repo
 from test_metadata_e2e import (  # noqa: F401 - cli and isolated_git are fixtures
@@ -77,7 +78,7 @@ def test_compare_write_rebuilds_a_deleted_ledger(registry: RegistryServer, regis
     run = cli.run("compare", *args, "--json")
     assert run.code == 0, run.output
     assert json.loads(run.output)[0]["counts"] == {"in_sync": 4, "missing": 0, "differs": 0, "ledger_only": 0,
-                                                   "ledger_stale": 0}
+                                                   "ledger_stale": 0, "failed": 0}
     run = cli.run("compare", *args, "--write")
     assert run.code == 0, run.output
     assert "ledger rebuilt; commit" in run.output
@@ -118,7 +119,8 @@ def test_compare_counts_and_exit_status(registry: RegistryServer, registry2: Reg
     run = cli.run("compare", *args, "--json")
     assert run.code == 1, run.output
     [result] = json.loads(run.output)
-    assert result["counts"] == {"in_sync": 1, "missing": 2, "differs": 2, "ledger_only": 1, "ledger_stale": 1}
+    assert result["counts"] == {"in_sync": 1, "missing": 2, "differs": 2, "ledger_only": 1, "ledger_stale": 1,
+                                "failed": 0}
     assert sorted(result["missing"]) == [f"{registry2.host}/{dest}/app:v2", f"{registry2.host}/{dest}/db:v2"]
     differs = {d["target"]: (d["source_digest"], d["target_digest"]) for d in result["differs"]}
     assert differs == {f"{registry2.host}/{dest}/app:v1": (moved, seeded["app:v1"]),
@@ -135,6 +137,23 @@ def test_compare_counts_and_exit_status(registry: RegistryServer, registry2: Reg
     after = cli.run("compare", *args, "--json")
     assert after.code == 0, after.output
     assert json.loads(after.output)[0]["counts"]["in_sync"] == 5
+
+
+def test_compare_write_keeps_entries_it_could_not_check(registry: RegistryServer, registry2: RegistryServer,
+                                                        cli: Gcrsync, tmp_path: Path) -> None:
+    ns, dest = unique_repo("cmpfail"), unique_repo("cmpfail-m")
+    seed(registry, ns, ["app", "db"], ["v1"])
+    remote = bare_remote(tmp_path / "remote.git")
+    with FaultProxy(registry2.url) as proxy:
+        args = (f"{registry.host}/{ns}", "--dest", f"{proxy.host}/{dest}", "--metadata", str(remote))
+        assert cli.sync(*args).code == 0
+        before = remote_ledger(remote, registry, ns)
+        proxy.add_fault("500", methods=("HEAD",), path=f"/{dest}/db/manifests/v1$")  # every try fails
+        run = cli.run("compare", *args, "--write", "--timeout", "1")
+    assert run.code == 1, run.output
+    assert f"  failed  {proxy.host}/{dest}/db:v1" in run.output and "(ledger entry kept)" in run.output
+    assert "1 could not be checked" in run.output and "Traceback" not in run.output
+    assert remote_ledger(remote, registry, ns) == before  # db:v1 kept, app:v1 unchanged
 
 
 def test_monitor_reports_and_metrics_match_reality(make_registry: MakeRegistry, registry2: RegistryServer,
@@ -201,3 +220,21 @@ def test_monitor_while_a_sync_holds_the_metadata_lock(registry: RegistryServer, 
     assert second.code == 1 and f"metadata repository is locked by pid {os.getpid()}" in second.output
     assert target_head(registry2, f"{dest}/app", "v3") is None
     assert cli.sync(*args).code == 0 and target_head(registry2, f"{dest}/app", "v3") is not None
+
+
+def test_compare_write_never_empties_a_ledger_from_an_empty_listing(registry: RegistryServer,
+                                                                     registry2: RegistryServer, cli: Gcrsync,
+                                                                     tmp_path: Path) -> None:
+    ns, dest = unique_repo("cmpgone"), unique_repo("cmpgone-m")
+    seed(registry, ns, ["app"], ["v1"])
+    remote = bare_remote(tmp_path / "remote.git")
+    args = (f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}", "--metadata", str(remote))
+    assert cli.sync(*args).code == 0
+    before = remote_ledger(remote, registry, ns)
+    import shutil
+
+    shutil.rmtree(registry.storage / "docker" / "registry" / "v2" / "repositories" / ns)
+    run = cli.run("compare", *args, "--write")
+    assert run.code == 1, run.output
+    assert "lists no images, but its ledger holds 1" in run.output
+    assert remote_ledger(remote, registry, ns) == before

@@ -279,7 +279,19 @@ def test_invalid_reference_is_one_line_error() -> None:
 
 def test_copy_reports_missing_tag(registry: RegistryServer, registry2: RegistryServer) -> None:
     code, out = run_cli("copy", f"{registry.host}/{unique_repo('none')}:nope", f"{registry2.host}/x:nope")
-    assert (code == 1 and "MANIFEST_UNKNOWN" in out) or "NAME_UNKNOWN" in out
+    assert code == 1 and ("MANIFEST_UNKNOWN" in out or "NAME_UNKNOWN" in out), out
+
+
+def test_copy_by_digest_without_a_tag_pushes_by_digest(registry: RegistryServer, registry2: RegistryServer) -> None:
+    repo = unique_repo("bydigest")
+    digest, _ = push_image(registry.pusher(), repo, "v1", layers=[make_layer(401, 900)])
+    code, out = run_cli("copy", f"{registry.host}/{repo}@{digest}", f"{registry2.host}/{repo}")
+    assert code == 0, out
+    assert skopeo_digest(registry2.ref(repo, digest)) == digest
+    assert registry2.pusher().request("HEAD", f"/v2/{repo}/manifests/latest", repo=repo).status == 404
+    code, out = run_cli("copy", f"{registry.host}/{repo}@{digest}", f"{registry2.host}/{repo}",
+                        "--platform", "linux/amd64")
+    assert code == 2 and out.startswith("error:") and "give DESTINATION a tag" in out
 
 
 @pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo missing")

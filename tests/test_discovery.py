@@ -575,3 +575,27 @@ async def test_ghcr_link_to_another_host_is_refused() -> None:
 async def test_bad_arguments_are_config_errors(host: str, namespace: str, method: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         await discover(FakeFetcher({}), host, namespace, method)
+
+
+@pytest.mark.parametrize(("recorded", "namespace", "later_page"), [
+    ("catalog.json", "localhost:5000/mirror", "http://localhost:5000/v2/_catalog?last=mirror%2Fa&n=1000"),
+    ("catalog.json", "localhost:5000/mirror", "http://localhost:5000/v2/mirror/a/tags/list?last=v2&n=1000"),
+    ("dockerhub.json", "docker.io/gcrxio",
+     "https://hub.docker.com/v2/namespaces/gcrxio/repositories?page=2&page_size=100"),
+    ("dockerhub.json", "docker.io/gcrxio",
+     "https://hub.docker.com/v2/namespaces/gcrxio/repositories/pause/tags?page=2&page_size=100"),
+    ("quay.json", "quay.io/coreos",
+     "https://quay.io/api/v1/repository?namespace=coreos&public=true&next_page=gAAAAABl-token%3D%3D"),
+    ("quay.json", "quay.io/coreos",
+     "https://quay.io/api/v1/repository/coreos/flannel/tag/?onlyActiveTags=true&limit=100&page=2"),
+])
+async def test_a_404_on_a_later_page_is_an_error_not_the_end(recorded: str, namespace: str,
+                                                             later_page: str) -> None:
+    """A listing cut short by a 404 after its first page would look like images removed upstream."""
+    responses = load(recorded)
+    assert later_page in responses
+    del responses[later_page]  # the FakeFetcher answers it with a 404
+    host, _, ns = namespace.partition("/")
+    with pytest.raises(NotFound):
+        await discover(FakeFetcher(responses), host, ns, "auto", scheme="http" if host.startswith("localhost")
+                       else "https")

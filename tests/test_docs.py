@@ -69,3 +69,14 @@ def test_layer_contracts_name_existing_packages() -> None:
     for name in (n.strip() for layer in layers for n in layer.split("|")):
         module = ROOT / "src" / Path(*name.split("."))
         assert module.is_dir() or module.with_suffix(".py").exists(), name
+
+
+def test_the_safety_options_and_exit_statuses_are_documented() -> None:
+    readme = (ROOT / "README.md").read_text()
+    help_text = CliRunner().invoke(main, ["sync", "--help"]).output
+    for option in ("--prune", "--max-removed", "--stop-grace", "--trust-ledger", "--image-deadline"):
+        assert option in readme and option in help_text, option
+    statuses = re.search(r"Exit status: (.*?)\n\n", readme, re.S)
+    assert statuses is not None
+    for status in ("0 when", "1 if", "2 for", "3 when"):
+        assert status in statuses.group(1), status

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -284,6 +285,30 @@ def test_two_stale_work_trees_same_ledger(registry: RegistryServer, registry2: R
     assert tags == {"v1", "v2"}
 
 
+def test_a_removal_by_one_of_two_racing_runs_stays_removed(registry: RegistryServer, registry2: RegistryServer,
+                                                           cli: Gcrsync, tmp_path: Path) -> None:
+    """Two stale clones: B records a new tag and pushes first; A, not knowing B's commit, records a tag as
+    removed upstream. A's rebuilt commit must keep the removal (the merge knows their common ancestor)."""
+    ns, dest = unique_repo("race-rm"), unique_repo("race-rm-m")
+    expected = seed(registry, ns, ["app"], ["v1", "v2", "v3", "v4"])
+    remote = bare_remote(tmp_path / "remote.git")
+    clones = [tmp_path / "wt-a", tmp_path / "wt-b"]
+    git("clone", "-q", str(remote), str(clones[0]))
+    args = (f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}")
+    assert cli.sync(*args, "--metadata", str(clones[0])).code == 0
+    git("clone", "-q", str(remote), str(clones[1]))
+    expected |= seed(registry, ns, ["app"], ["v5"])
+    assert cli.sync(*args, "--metadata", str(clones[1])).code == 0  # B: adds v5, pushes first
+    tags_dir = registry.storage / "docker/registry/v2/repositories" / ns / "app/_manifests/tags"
+    shutil.rmtree(tags_dir / "v1")  # gone upstream (1 of 4 in A's ledger: within the guard)
+    run = cli.sync(*args, "--metadata", str(clones[0]))  # A: stale, records v1 removed; its push is rebuilt
+    assert run.code == 0, run.output
+    assert "rebuilding" in run.output  # the race really happened
+    del expected["app:v1"]
+    assert {k: e["digest"] for k, e in remote_ledger(remote, registry, ns).items()} == expected
+    assert "Removed upstream" in show(remote, "CHANGELOG.md")
+
+
 def test_push_losing_a_concurrent_ref_update_is_retried(registry: RegistryServer, registry2: RegistryServer,
                                                         cli: Gcrsync, tmp_path: Path) -> None:
     """Two pushes in flight at once: the remote fails to lock the branch ("cannot lock ref ... is at X but
@@ -394,6 +419,11 @@ def test_killed_mid_sync_ledger_never_ahead_of_target(registry: RegistryServer, 
     assert {k: e["digest"] for k, e in final.items()} == expected
     for key, digest in expected.items():
         assert target_head(registry2, f"{dest}/{key.split(':')[0]}", "v1") == digest
+    # The CHANGELOG tells every image exactly once as added, also those the killed run copied (journaled).
+    changelog = show(remote, "CHANGELOG.md")
+    added = [line for line in changelog.splitlines() if line.startswith("- `") and f"/{ns}/" in line]
+    assert sorted(line.split("`")[1].rsplit("/", 1)[1] for line in added) == sorted(expected), changelog
+    assert changelog.count("### Added") == 1  # one publish, so one block
 
 
 def test_killed_inside_git_leaves_no_lasting_git_lock(registry: RegistryServer, registry2: RegistryServer,

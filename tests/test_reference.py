@@ -330,8 +330,6 @@ def test_validate_repository_rejects(name: str, fragment: str) -> None:
         ("localhost:5000", ("localhost:5000", "")),
         ("localhost", ("localhost", "")),
         ("gcr.io", ("gcr.io", "")),
-        ("gcr.io/", ("gcr.io", "")),
-        ("registry.k8s.io/", ("registry.k8s.io", "")),
         ("[::1]:5000/ns", ("[::1]:5000", "ns")),
         ("quay.io/org/team/", ("quay.io", "org/team")),
     ],
@@ -351,6 +349,8 @@ def test_split_namespace(text: str, expected: tuple[str, str]) -> None:
         ("gcr.io//x", "must not start with '/'"),
         ("gcr.io/x//y", "empty path component"),
         ("bad_host.io/x", "invalid registry host"),
+        ("gcr.io/", "the whole registry"),  # a namespace left out by accident, not a request for everything
+        ("registry.k8s.io/", "the whole registry"),
     ],
 )
 def test_split_namespace_rejects(text: str, fragment: str) -> None:

@@ -178,7 +178,7 @@ def test_artifact_registry_list_at_the_silent_cap_fails_clearly(make_registry: A
     push_image(source.pusher(), "fine", "v1", layers=[make_layer(1621, 1_000)])
     target: RegistryServer = make_registry()
     with ArtifactRegistry(source.url, extra_tags={"huge": 10_000}) as ar:
-        code, out, _ = run(tmp_path, f"{ar.host}/", "--dest", f"{target.host}/m", "--discovery", "gcr")
+        code, out, _ = run(tmp_path, ar.host, "--dest", f"{target.host}/m", "--discovery", "gcr")
     assert code != 0
     assert "10000 entries" in out and "may be incomplete" in out and "Traceback" not in out
     assert not [r for r in target.requests() if r.method in ("PUT", "POST")]  # nothing mirrored from a partial list

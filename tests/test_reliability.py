@@ -300,3 +300,60 @@ async def test_dropped_blob_download_resumes_with_range(registry: RegistryServer
     statuses = [r.status for r in registry.requests() if r.method == "GET" and r.path == path]
     assert statuses == [200, 206]
     assert skopeo_digest(registry2.ref(repo, "v1")) == digest
+
+
+async def test_a_resumed_download_with_the_wrong_content_range_is_refused(registry: RegistryServer,
+                                                                         registry2: RegistryServer) -> None:
+    repo = unique_repo("badrange")
+    layer = make_layer(404, 1_200_000)
+    push_image(registry.pusher(), repo, "v1", layers=[layer])
+    path = f"/v2/{repo}/blobs/{sha256_digest(layer)}"
+    registry.clear_requests()
+    async with FaultProxy(registry.url) as proxy, make_client() as client:
+        proxy.fail_next(1, "reset", f"{path}$", cut=0.5)
+        # Every answer for the blob claims to start at byte 0: the resumed 206 then lies about its range.
+        proxy.add_headers({"Content-Range": f"bytes 0-{len(layer) - 1}/{len(layer)}"}, path=f"{path}$")
+        result = await copy_image(client.repository(proxy.host, repo), "v1",
+                                  client.repository(registry2.host, repo), "v1", BlobMover(2))
+        stats = client.transport.stats
+    # The lying 206 is not spliced in: the body is asked for again without Range (the bytes already passed
+    # on are skipped), and the copy verifies.
+    assert result.state == "copied"
+    assert stats.retry_reasons["blob-resume"] == 2 and stats.retry_reasons["upload-restart"] == 0
+    assert [r.status for r in registry.requests() if r.method == "GET" and r.path == path] == [200, 206, 200]
+    assert skopeo_digest(registry2.ref(repo, "v1")) == skopeo_digest(registry.ref(repo, "v1"))
+
+
+async def test_a_blob_corrupted_once_in_transit_is_fetched_again(registry: RegistryServer,
+                                                                 registry2: RegistryServer) -> None:
+    repo = unique_repo("corrupt-once")
+    layer = make_layer(405, 300_000)
+    digest, _ = push_image(registry.pusher(), repo, "v1", layers=[layer])
+    path = f"/v2/{repo}/blobs/{sha256_digest(layer)}"
+    async with FaultProxy(registry.url) as proxy, make_client() as client:
+        proxy.lie_blob(sha256_digest(layer), times=1)
+        result = await copy_image(client.repository(proxy.host, repo), "v1",
+                                  client.repository(registry2.host, repo), "v1", BlobMover(2))
+        served, stats = proxy.stats, client.transport.stats
+    assert result.state == "copied"
+    assert served.faults["lie"] == 1 and served.blob_serves(path) == 2  # once bad, once good: never a third
+    assert stats.retry_reasons["blob-corrupt"] == 1
+    assert skopeo_digest(registry2.ref(repo, "v1")) == digest
+
+
+async def test_a_source_that_never_answers_costs_one_retry_budget_not_four(registry: RegistryServer,
+                                                                           registry2: RegistryServer) -> None:
+    repo = unique_repo("deadsource")
+    layer = make_layer(406, 2_000)
+    push_image(registry.pusher(), repo, "v1", layers=[layer])
+    path = f"/v2/{repo}/blobs/{sha256_digest(layer)}"
+    async with FaultProxy(registry.url) as proxy, make_client() as client:
+        proxy.add_fault("stall", methods=("GET",), path=f"{path}$", stall_seconds=30)  # every GET of it
+        with pytest.raises(Exception) as caught:
+            await copy_image(client.repository(proxy.host, repo), "v1",
+                             client.repository(registry2.host, repo), "v1", BlobMover(2))
+        gets = [d for d in proxy.stats.decisions if d.method == "GET" and d.path == path]
+    from gcrsync.errors import error_text
+
+    assert "deadsource" in error_text(caught.value)  # our one-line error, naming what failed
+    assert len(gets) == 6  # the transport's attempts (max_attempts=6), never restarted by the blob mover

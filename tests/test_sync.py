@@ -188,8 +188,7 @@ def test_one_failed_image_does_not_stop_others(make_registry: Any, registry2: Re
     assert registry2.pusher().request("HEAD", f"/v2/{ns}-m/bad/manifests/v1", repo=f"{ns}-m/bad").status == 404
 
 
-@pytest.mark.parametrize("mode", ["config"])
-def test_config_file_sync(registry: RegistryServer, make_registry: Any, tmp_path: Path, mode: str) -> None:
+def test_config_file_sync(registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
     ns = unique_repo("cfg")
     pusher = registry.pusher()
     push_index(pusher, f"{ns}/multi", "v1", [("linux", "amd64", None), ("linux", "arm64", None)], 2_000, seed=3)
@@ -238,9 +237,12 @@ def test_list_command(registry: RegistryServer, tmp_path: Path) -> None:
     doc = json.loads(result.output)
     assert [r["repository"] for r in doc["repositories"]] == [f"{ns}/deep/app"]
     assert list(doc["repositories"][0]["tags"]) == ["v3"]
+    assert doc["repositories"][0]["tags"]["v3"]["digest"] is None  # catalog listings carry no digests
     plain = CliRunner().invoke(main, ["list", f"{registry.host}/{ns}"], env={"DOCKER_CONFIG": str(tmp_path)})
-    assert f"{registry.host}/{ns}/deep/app:v3" in plain.output and "1 repositories, 1 tags" in plain.output
-    assert digest  # catalog listings carry no digests; the plan HEADs them
+    assert f"{registry.host}/{ns}/deep/app:v3\t-" in plain.output and "1 repositories, 1 tags" in plain.output
+    # ... so a sync plan learns the digest from the registry itself.
+    images = _plan(tmp_path, f"{registry.host}/{ns}", "--dest", f"{registry.host}/{ns}-m")
+    assert [i["source_digest"] for i in images] == [digest]
 
 
 def test_removed_upstream_reported_then_pruned(registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
@@ -252,7 +254,14 @@ def test_removed_upstream_reported_then_pruned(registry: RegistryServer, make_re
     args = (f"{registry.host}/{ns}", "--dest", f"{target.host}/m")
     assert run_sync(tmp_path, *args)[0] == 0
     pusher.delete_manifest(f"{ns}/app", gone)
+    # One of two entries is more than the default guard (25%): held, reported, recorded nowhere, exit 1.
     code, out, report = run_sync(tmp_path, *args)
+    assert code == 1, out
+    assert "removal guard" in out and "1 of its 2 ledger entries" in out and "--max-removed" in out
+    assert [i["planned"] for i in report["images"] if i["target"].endswith(":gone")] == ["held"]
+    assert report["namespaces"][0]["guard"]
+    assert _ledger_tags(tmp_path, ns) == {"app": ["gone", "keep"]}
+    code, out, report = run_sync(tmp_path, *args, "--max-removed", "1")
     assert code == 0, out
     removed = [i for i in report["images"] if i["planned"] == "removed"]
     assert [i["target"] for i in removed] == [f"{target.host}/m/app:gone"]
@@ -263,7 +272,7 @@ def test_removed_upstream_reported_then_pruned(registry: RegistryServer, make_re
     gone2, _ = push_image(pusher, f"{ns}/app", "gone2", layers=[make_layer(123, 500)])
     assert run_sync(tmp_path, *args)[0] == 0
     pusher.delete_manifest(f"{ns}/app", gone2)
-    code, out, report = run_sync(tmp_path, *args, "--prune")
+    code, out, report = run_sync(tmp_path, *args, "--prune", "--max-removed", "50%")
     assert code == 0, out
     assert target.pusher().request("HEAD", "/v2/m/app/manifests/gone2", repo="m/app").status == 404
     assert skopeo_digest(target.ref("m/app", "keep")) == skopeo_digest(registry.ref(f"{ns}/app", "keep"))
@@ -402,7 +411,7 @@ def test_prune_on_an_oci_layout_target(registry: RegistryServer, tmp_path: Path)
     only_gone.discard(shared_hex)
     assert len(only_gone) == 3 and only_gone <= before and shared_hex in before
     pusher.delete_manifest(f"{ns}/app", gone)
-    code, out, report = run_sync(tmp_path, *args, "--prune")
+    code, out, report = run_sync(tmp_path, *args, "--prune", "--max-removed", "50%")
     assert code == 0, out
     removed = [i for i in report["images"] if i["planned"] == "removed"]
     assert [(i["target"], i["error"]) for i in removed] == [(f"oci:{layout}:gone", None)]
@@ -469,6 +478,7 @@ def test_prune_refused_for_a_target_without_remove_tags(registry: RegistryServer
         return WithoutRemoval(store) if location.startswith(target.host) else store
 
     monkeypatch.setattr(Endpoints, "open", open_without_removal)
+    args = (*args, "--max-removed", "50%")
     code, out, report = run_sync(tmp_path, *args, "--prune")
     assert code == 1, out
     message = f"prune is not supported for {target.host}/m/app"

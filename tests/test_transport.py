@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -103,6 +104,19 @@ def test_redact_url_strips_userinfo_and_signed_parameters() -> None:
     assert "ok=1" in text and "cdn.example/blob" in text
 
 
+@pytest.mark.parametrize("query", [
+    "X-Goog-Signature=SECRET1&X-Goog-Credential=SECRET2",  # GCS V4 signed URL
+    "GoogleAccessId=SECRET1&Signature=SECRET2",  # GCS V2
+    "X-Amz-Signature=SECRET1&X-Amz-Credential=SECRET2&X-Amz-Security-Token=SECRET3",  # S3
+    "Policy=SECRET1&Signature=SECRET2&Key-Pair-Id=SECRET3",  # CloudFront
+    "sv=2021&sig=SECRET1",  # Azure SAS
+    "hdnts=SECRET1&__token__=SECRET2",  # Akamai
+])
+def test_redact_url_covers_the_signed_urls_of_major_cdns(query: str) -> None:
+    text = redact_url(f"https://cdn.example/blob?{query}&keep=yes")
+    assert "SECRET" not in text and "keep=yes" in text
+
+
 def test_proxy_from_environment_with_no_proxy_and_never_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "registry.internal,.corp.example")
@@ -114,3 +128,16 @@ def test_proxy_from_environment_with_no_proxy_and_never_for_loopback(monkeypatch
     explicit = Wire(TransportOptions(proxy="http://other:8080"))
     assert explicit.proxy_for(URL("https://registry.internal/v2/")) == "http://other:8080"
     assert explicit.proxy_for(URL("http://localhost:5000/v2/")) is None
+
+
+def test_every_error_of_a_registry_answer_is_shown() -> None:
+    from gcrsync.registry.errors import registry_error
+
+    body = json.dumps({"errors": [
+        {"code": "DIGEST_INVALID", "message": "provided digest did not match uploaded content"},
+        {"code": "MANIFEST_BLOB_UNKNOWN", "message": "manifest blob unknown", "detail": "sha256:abc"},
+    ]}).encode()
+    error = registry_error("PUT manifest r:v1", 400, body)
+    assert error.code == "DIGEST_INVALID"
+    assert str(error) == ("PUT manifest r:v1: DIGEST_INVALID: provided digest did not match uploaded content; "
+                          "MANIFEST_BLOB_UNKNOWN: manifest blob unknown")

@@ -70,6 +70,45 @@ class ArtifactTypesConfig(_Model):
     exclude: list[str] = Field(default_factory=list)
 
 
+class MaxRemoved:
+    """The removal guard's limit (`max_removed`): a count of ledger entries, or a percentage like "25%".
+
+    Shared by the config file and `--max-removed`, so both accept and refuse exactly the same values.
+    """
+
+    def __init__(self, value: int | str) -> None:
+        self.text = str(value).strip()
+        self.count: int | None = None
+        self.percent: float | None = None
+        if isinstance(value, bool):
+            raise ValueError("must be a count (e.g. 10) or a percentage (e.g. 25%)")
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)%", self.text)
+        if m:
+            self.percent = float(m.group(1))
+            if self.percent > 100:
+                raise ValueError(f"{self.text!r}: a percentage is at most 100%")
+        elif re.fullmatch(r"\d+", self.text):
+            self.count = int(self.text)
+        else:
+            raise ValueError(f"{self.text[:40]!r} is not a count (e.g. 10) or a percentage (e.g. 25%)")
+
+    @property
+    def everything(self) -> bool:
+        """100%: the user accepts that a whole namespace or repository may go."""
+        return self.percent == 100
+
+    def allows(self, removed: int, total: int) -> bool:
+        """May a run record `removed` of a namespace's `total` ledger entries as removed upstream?"""
+        if removed == 0:
+            return True
+        if removed >= total and not self.everything:
+            return False  # never all of a non-empty namespace, unless 100% says so
+        if self.count is not None:
+            return removed <= self.count
+        assert self.percent is not None
+        return removed * 100 <= self.percent * total
+
+
 class Defaults(_Model):
     jobs: int = Field(default=4, ge=1, le=64)
     query_jobs: int = Field(default=8, ge=1, le=128)
@@ -81,6 +120,15 @@ class Defaults(_Model):
     timeout: float = Field(default=10.0, gt=0)
     referrers: bool = True  # mirror the signatures, attestations and SBOMs attached to mirrored images
     artifact_types: ArtifactTypesConfig = Field(default_factory=ArtifactTypesConfig)
+    max_removed: int | str = Field(default="25%", description="removal guard: a count or a percentage")
+
+    @field_validator("max_removed", mode="before")
+    @classmethod
+    def _max_removed(cls, value: Any) -> Any:
+        if not isinstance(value, int | str):
+            raise ValueError("must be a count (e.g. 10) or a percentage (e.g. 25%)")
+        MaxRemoved(value)
+        return value
 
 
 class SyncEntry(_Model):

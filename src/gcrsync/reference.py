@@ -298,8 +298,9 @@ def split_namespace(text: str) -> tuple[str, str]:
 
     A namespace names a set of repositories, so it has no tag or digest and no ``library/`` normalisation
     (``docker.io/library`` is the official-images namespace). A bare registry host (``localhost:5000``,
-    ``gcr.io``) returns an empty path, meaning the whole registry. A single component that is not a host
-    (``bitnami``) is a Docker Hub namespace. One trailing ``/`` is tolerated.
+    ``gcr.io``) returns an empty path, meaning the whole registry; ``gcr.io/`` is refused (a namespace left
+    out by accident). A single component that is not a host (``bitnami``) is a Docker Hub namespace. One
+    trailing ``/`` after a path is tolerated.
     """
     if "://" in text:
         raise InvalidReference(f"invalid namespace {_show(text)}: leave out the URL scheme")
@@ -310,6 +311,11 @@ def split_namespace(text: str) -> tuple[str, str]:
         raise InvalidReference(f"invalid namespace {_show(text)}: a namespace cannot have a digest")
     first, sep, _ = stripped.partition("/")
     if not sep and (first == LOCALHOST or any(c in first for c in ".:")):
+        if stripped != text:
+            # "gcr.io/" reads as a namespace left out (an unset variable in a script): refused rather than
+            # taken to mean every repository of the registry.
+            raise InvalidReference(f"invalid namespace {_show(text)}: nothing after the registry host; write "
+                                   f"{_show(first)} without the '/' to mean the whole registry")
         registry, path = first, ""
     else:
         registry, path = _split_registry(stripped)

@@ -95,6 +95,10 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             raise SystemExit(130) from None
+        except OSError as exc:  # a file we were told to write (report, metrics) cannot be: one line, no traceback
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"error:{where}: {one_line(exc.strerror or str(exc))}", err=True)
+            raise SystemExit(1) from None
 
     return wrapper
 

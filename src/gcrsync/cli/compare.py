@@ -23,7 +23,8 @@ async def compare_command(args: SourceArgs, write: bool, as_json: bool) -> None:
     """Compare SOURCE_NAMESPACE... with what --dest really holds, and with the ledger.
 
     Prints, per namespace, tags in sync, missing at the target, with another digest at the target, and
-    ledger entries the target does not have. Exit 1 if anything differs.
+    ledger entries the target does not have. Exit 1 if anything differs, and (even with --write, which keeps
+    their ledger entries) if a listing or a check failed.
 
     \b
     Examples:
@@ -58,14 +59,18 @@ async def compare_command(args: SourceArgs, write: bool, as_json: bool) -> None:
             c = cmp.counts()
             stdout_line(f"{cmp.source} → {cmp.target}: {c['in_sync']} in sync, {c['missing']} missing at target, "
                         f"{c['differs']} differ, {c['ledger_only']} in ledger but not at target, "
-                        f"{c['ledger_stale']} ledger digests stale")
+                        f"{c['ledger_stale']} ledger digests stale, {c['failed']} could not be checked")
             for item in cmp.missing:
                 stdout_line(f"  missing  {item.target}")
             for item in cmp.differs:
                 stdout_line(f"  differs  {item.target} (source {item.source_digest}, target {item.target_digest})")
             for name in cmp.ledger_only:
                 stdout_line(f"  ledger-only  {name}")
+            for item in cmp.failed:
+                stdout_line(f"  failed  {item.target}: {item.error} (ledger entry kept)")
         if write:
             stdout_line(f"ledger rebuilt{f'; commit {commit[:12]}' if commit else ' (no change)'}")
-    if any(c.error or c.missing or c.differs or c.ledger_only for c in results) and not write:
+    # --write settles the differences, but never what could not be checked: that stays an error.
+    if any(c.error or c.failed for c in results) or (
+            any(c.missing or c.differs or c.ledger_only for c in results) and not write):
         raise SystemExit(1)

@@ -7,14 +7,13 @@ import logging
 import click
 
 from gcrsync.cli.common import ByteProgress, registry_client_for, run_async, stdout_line
-from gcrsync.cli.settings import credential_store, load, parse_creds
+from gcrsync.cli.settings import checked, credential_store, load, parse_creds, user_platforms
 from gcrsync.cli.settings import transport_options as settings_transport
 from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import CopyOptions, copy_image
 from gcrsync.engine.endpoints import open_store, ref_of
-from gcrsync.errors import GcrsyncError, first_error
-from gcrsync.oci import Platform
+from gcrsync.errors import ConfigError, GcrsyncError, first_error
 from gcrsync.reference import Reference, parse_location
 from gcrsync.registry.credentials import Credential
 
@@ -44,7 +43,7 @@ async def copy_command(
     """Copy one image from SOURCE to DESTINATION.
 
     Both are image references (`registry/repo:tag`, `repo@sha256:...`) or OCI layouts (`oci:PATH[:TAG]`).
-    A destination without a tag takes the source's tag.
+    A destination without a tag takes the source's tag (or, copied by digest, is pushed by digest).
 
     \b
     Examples:
@@ -54,12 +53,17 @@ async def copy_command(
     src_loc = parse_location(source)
     dst_loc = parse_location(destination)
     src_ref = ref_of(src_loc)
-    default_tag = src_ref if ":" not in src_ref else "latest"
+    # A destination without a tag takes the source's tag, or its digest: an image copied by digest is pushed
+    # by digest, never under an invented `latest` that could overwrite someone's tag.
     if isinstance(dst_loc, Reference) and dst_loc.tag is None and dst_loc.digest is None:
-        dst_ref = default_tag
+        dst_ref = src_ref
     else:
-        dst_ref = ref_of(dst_loc, default_tag)
-    wanted = [Platform.parse(p) for p in platforms]
+        dst_ref = ref_of(dst_loc, src_ref)
+    checked("--jobs", jobs, "jobs")
+    checked("--timeout", timeout, "timeout")
+    wanted = user_platforms(platforms)
+    if wanted and dst_ref.startswith("sha256:"):
+        raise ConfigError("a --platform copy has a digest of its own: give DESTINATION a tag")
     config = load(config_path)
     overrides: dict[str, Credential] = {}
     for loc, text, what in ((src_loc, src_creds, "--src-creds"), (dst_loc, dest_creds, "--dest-creds")):

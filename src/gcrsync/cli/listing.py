@@ -8,10 +8,9 @@ from typing import get_args
 import click
 
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
-from gcrsync.cli.settings import credential_store, load, transport_options
+from gcrsync.cli.settings import checked, credential_store, load, transport_options, user_namespace
 from gcrsync.config import Discovery
 from gcrsync.engine.plan import SourceSpec
-from gcrsync.reference import split_namespace
 from gcrsync.sync import Mirror, SyncOptions
 
 
@@ -38,7 +37,9 @@ async def list_command(namespace: str, config_path: str | None, discovery: Disco
       gcrsync list localhost:5000/team --json
     """
     config = load(config_path)
-    registry, ns = split_namespace(namespace)
+    checked("--query-jobs", query_jobs, "query_jobs")
+    checked("--timeout", timeout, "timeout")
+    registry, ns = user_namespace(namespace)
     spec = SourceSpec(registry=registry, namespace=ns, target_prefix="unused.invalid/x", discovery=discovery,
                       repositories=list(repositories))
     creds = credential_store(config, src_creds=src_creds, sources=[spec])

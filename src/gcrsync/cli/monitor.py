@@ -43,7 +43,7 @@ async def monitor_command(
     """
     config, specs = args.config, args.specs
     creds = args.credentials()
-    seconds = parse_duration(interval)
+    seconds = parse_duration(interval, "--interval")
     if count is not None and count < 1:
         raise click.BadParameter("must be at least 1", param_hint="--count")
     done = 0
@@ -58,6 +58,7 @@ async def monitor_command(
                                   trust_ledger=trust_ledger)
             plan, namespaces_result = await Mirror(client, specs, options).plan(ledgers)
             failed = load_last_run()
+            interrupted = load_last_run("pending")
             rows = []
             for ns in namespaces_result:
                 items = [i for i in plan.items if i.spec is ns.spec]
@@ -67,6 +68,7 @@ async def monitor_command(
                     "pending_new": sum(i.state == "new" for i in items),
                     "pending_changed": sum(i.state == "changed" for i in items),
                     "failed_last_run": failed.get(ns.spec.label, 0),
+                    "pending_last_run": interrupted.get(ns.spec.label, 0),  # left undone by an interruption
                     "error": ns.error,
                 })
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -79,7 +81,9 @@ async def monitor_command(
                     else:
                         stdout_line(f"{stamp} {row['namespace']}: {row['synced']} synced, {row['pending_new']} "
                                     f"pending new, {row['pending_changed']} pending changed, "
-                                    f"{row['failed_last_run']} failed last run")
+                                    f"{row['failed_last_run']} failed last run"
+                                    + (f", {row['pending_last_run']} left pending by an interrupted last run"
+                                       if row["pending_last_run"] else ""))
             if metrics:
                 atomic_write(Path(metrics), prometheus_text(rows, time.time()))
             done += 1

@@ -89,7 +89,7 @@ def print_plan(report: SyncReport) -> None:
     table = Table(title="plan", show_lines=False)
     for col in ("state", "source", "target", "source digest", "target digest"):
         table.add_column(col)
-    order = {"changed": 0, "new": 1, "removed": 2, "error": 3, "unchanged": 4}
+    order = {"changed": 0, "new": 1, "removed": 2, "held": 3, "error": 4, "unchanged": 5}
     for item in sorted(report.plan.items, key=lambda i: (order[i.state], i.source)):
         table.add_row(item.state, item.source, item.target, short(item.source_digest),
                       item.error or short(item.target_digest))
@@ -113,6 +113,10 @@ def print_summary(report: SyncReport) -> None:
                           f"{res.blobs_copied}/{res.blobs_mounted}/{res.blobs_skipped}", res.error or "")
         console.print(table)
     _namespace_errors(report)
+    for item in report.pending:
+        console.print(f"pending {item.source} → {item.target}: not started, the run was interrupted")
+    for item in report.plan.by_state("error"):
+        console.print(f"failed {item.source} → {item.target}: {item.error}")
     for item in report.prune_failed:
         console.print(f"not pruned {item.target}: {item.error}")
     data = report.to_json()["totals"]
@@ -125,7 +129,9 @@ def print_summary(report: SyncReport) -> None:
         f"{counts['unchanged']} unchanged, {failed + counts['error']} failed, {counts['removed']} removed upstream"
         + (f", {skipped} skipped (platform)" if skipped else "")
         + (f", {sparse} sparse (children absent at the source)" if sparse else "")
-        + (f", {len(report.prune_failed)} not pruned" if report.prune_failed else "") + "; "
+        + (f", {counts['held']} removals held by the guard" if counts["held"] else "")
+        + (f", {len(report.prune_failed)} not pruned" if report.prune_failed else "")
+        + (f", {len(report.pending)} pending (interrupted)" if report.pending else "") + "; "
         f"{report.requests} requests, {report.retries} retries, {report.duration:.1f}s"
         + (f"; metadata commit {report.commit[:12]}" if report.commit else "")
     )
@@ -136,3 +142,5 @@ def _namespace_errors(report: SyncReport) -> None:
     for ns in report.namespaces:
         if ns.error:
             console.print(f"listing {ns.spec.label} failed: {ns.error}")
+        if ns.guard:
+            console.print(ns.guard)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from gcrsync.config import (
     Config,
+    Defaults,
     Discovery,
     MetadataConfig,
     RegistryConfig,
@@ -20,20 +24,35 @@ from gcrsync.engine.artifacts import ArtifactPolicy
 from gcrsync.engine.naming import validate_mode
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.engine.select import TagPolicy
-from gcrsync.errors import ConfigError
+from gcrsync.errors import ConfigError, InvalidReference, ManifestError
 from gcrsync.ledger import MetadataRepo
 from gcrsync.oci import Platform
 from gcrsync.reference import split_namespace
 from gcrsync.registry.credentials import Credential, CredentialStore
 from gcrsync.registry.transport import HostPolicy, TransportOptions
 
+T = TypeVar("T")
 
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `5m`, `24h`, `1d`, `1h30m` → seconds."""
+
+def checked(option: str, value: T | None, setting: str, model: type[BaseModel] = Defaults) -> T | None:
+    """A command-line value checked by the config model's own rule for the same setting, so an option and
+    the config file accept and refuse the same values (`--jobs 0` like `jobs: 0`), in one line."""
+    if value is None:
+        return None
+    try:
+        model.model_validate({setting: value})
+    except ValidationError as exc:
+        shown = "" if isinstance(value, list) else f" {str(value)[:60]!r}"  # a list's message names the item
+        raise ConfigError(f"{option}{shown}: {exc.errors()[0]['msg']}") from None
+    return value
+
+
+def parse_duration(text: str, option: str = "duration") -> float:
+    """`90`, `90s`, `5m`, `24h`, `1d`, `1h30m` → seconds; never zero (`--every 0` would loop without a pause)."""
     total = 0.0
     pos = 0
     text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    if re.fullmatch(r"\d+(\.\d+)?", text) and float(text) > 0:
         return float(text)
     for m in re.finditer(r"(\d+(?:\.\d+)?)([smhd])", text):
         if m.start() != pos:
@@ -41,8 +60,24 @@ def parse_duration(text: str) -> float:
         total += float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
         pos = m.end()
     if pos != len(text) or total <= 0:
-        raise ConfigError(f"invalid duration {text!r}: use e.g. 90s, 5m, 24h")
+        raise ConfigError(f"{option}: invalid duration {text[:40]!r}: use a positive time, e.g. 90s, 5m, 24h")
     return total
+
+
+def user_namespace(text: str) -> tuple[str, str]:
+    """split_namespace for what the user typed or configured: a bad one is bad usage (exit 2)."""
+    try:
+        return split_namespace(text)
+    except InvalidReference as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def user_platforms(texts: list[str] | tuple[str, ...]) -> list[Platform]:
+    """`--platform` / `platforms:` values; a malformed one is bad usage (exit 2)."""
+    try:
+        return [Platform.parse(p) for p in texts]
+    except ManifestError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_creds(text: str | None, what: str) -> Credential | None:
@@ -80,7 +115,7 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
         target = dest or entry.target or config.target
         if not target:
             raise ConfigError(f"no target for {entry.source}: give --dest or `target:` in the config")
-        registry, namespace = split_namespace(entry.source)
+        registry, namespace = user_namespace(entry.source)
         mode = naming or entry.naming or config.defaults.naming
         validate_mode(mode)
         plats = list(platforms) or (entry.platforms if entry.platforms is not None else config.defaults.platforms)
@@ -90,7 +125,7 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
             target_prefix=_normalise_target(target),
             naming=mode,
             policy=_policy(tags or entry.tags or config.defaults.tags),
-            platforms=[Platform.parse(p) for p in plats],
+            platforms=user_platforms(plats),
             discovery=discovery or entry.discovery,
             repositories=list(entry.repositories),
             artifacts=_artifact_policy(config, entry, referrers),
@@ -108,8 +143,10 @@ def _artifact_policy(config: Config, entry: SyncEntry, referrers: bool | None) -
 
 def _normalise_target(target: str) -> str:
     if target.startswith("oci:"):
+        if not target[4:].strip():
+            raise ConfigError(f"target {target!r}: give the layout directory, e.g. oci:./mirror")
         return "oci:" + str(Path(target[4:]).resolve())
-    registry, namespace = split_namespace(target)
+    registry, namespace = user_namespace(target)
     return f"{registry}/{namespace}" if namespace else registry
 
 
@@ -157,7 +194,8 @@ def transport_options(config: Config, *, timeout: float | None = None, proxy: st
         for host, reg in config.registries.items()
     }
     connect = timeout or config.defaults.timeout
-    return TransportOptions(connect_timeout=connect, read_timeout=max(connect * 6, 60.0),
+    # The idle-read timeout is what --timeout's help and the README say: 6x the connect timeout.
+    return TransportOptions(connect_timeout=connect, read_timeout=connect * 6,
                             proxy=proxy or config.proxy, host_policies=policies)
 
 
@@ -166,5 +204,9 @@ def open_metadata(meta: MetadataConfig, location: str | None) -> MetadataRepo:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gcrsync" / "metadata"
     token = env_value(meta.token_env) or os.environ.get("GCRSYNC_GIT_TOKEN")
     username = env_value(meta.username_env) or os.environ.get("GCRSYNC_GIT_USERNAME")
-    return MetadataRepo.open(location or meta.location, cache, token=token, username=username,
-                             author_name=meta.author_name, author_email=meta.author_email, branch=meta.branch)
+    where = location or meta.location
+    try:
+        return MetadataRepo.open(where, cache, token=token, username=username,
+                                 author_name=meta.author_name, author_email=meta.author_email, branch=meta.branch)
+    except OSError as exc:  # e.g. a path under a file: bad input, one line, not a traceback
+        raise ConfigError(f"metadata location {where or cache}: {exc.strerror or exc}") from None

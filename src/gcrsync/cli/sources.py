@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 import click
 
-from gcrsync.cli.settings import credential_store, load, source_specs, transport_options
+from gcrsync.cli.settings import checked, credential_store, load, source_specs, transport_options
 from gcrsync.config import Config, Discovery, TagsConfig
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.errors import ConfigError
@@ -51,10 +51,13 @@ class SourceArgs:
 
     def tags(self) -> TagsConfig | None:
         """Tag options given on the command line replace the config's tag policy."""
-        if not (self.include or self.exclude or self.semver or self.latest or self.immutable):
+        if not (self.include or self.exclude or self.semver or self.latest is not None or self.immutable):
             return None
-        return TagsConfig(include=list(self.include), exclude=list(self.exclude), semver=self.semver,
-                          latest=self.latest, immutable=list(self.immutable))
+        given = {"include": list(self.include), "exclude": list(self.exclude), "semver": self.semver,
+                 "latest": self.latest, "immutable": list(self.immutable)}
+        for name, value in given.items():  # checked like the config's `tags:`, named as the option
+            checked(f"--{name}", value, name, TagsConfig)
+        return TagsConfig.model_validate(given)
 
     @cached_property
     def specs(self) -> list[SourceSpec]:
@@ -75,11 +78,13 @@ class SourceArgs:
         return f"{self.user}:{self.password}"
 
     def transport(self) -> TransportOptions:
-        return transport_options(self.config, timeout=self.timeout, proxy=self.proxy)
+        return transport_options(self.config, timeout=checked("--timeout", self.timeout, "timeout"),
+                                 proxy=self.proxy)
 
     @property
     def query_limit(self) -> int:
-        return self.query_jobs or self.config.defaults.query_jobs
+        query_jobs = checked("--query-jobs", self.query_jobs, "query_jobs")
+        return self.config.defaults.query_jobs if query_jobs is None else query_jobs
 
 
 _OPTIONS = [

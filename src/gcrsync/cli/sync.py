@@ -13,11 +13,14 @@ import click
 
 from gcrsync.cli import output
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
-from gcrsync.cli.settings import open_metadata, parse_duration
+from gcrsync.cli.settings import checked, open_metadata, parse_duration
 from gcrsync.cli.sources import SourceArgs, source_options
+from gcrsync.config import MaxRemoved
 from gcrsync.engine.blobcache import BlobLocations
+from gcrsync.errors import ConfigError
 from gcrsync.ledger import MetadataRepo, PushFailed
 from gcrsync.sync import Mirror, SyncOptions, SyncReport
+from gcrsync.sync.journal import ChangeJournal
 from gcrsync.sync.last_run import save_last_run
 
 log = logging.getLogger("gcrsync")
@@ -31,13 +34,18 @@ log = logging.getLogger("gcrsync")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report of the run here.")
 @click.option("--trust-ledger", is_flag=True, default=None, help="Take the target's digests from the ledger.")
 @click.option("--prune", is_flag=True, default=None, help="Delete target tags whose source tag is gone.")
+@click.option("--max-removed", help="Removal guard: the most ledger entries of one namespace a run may record "
+              "as removed upstream, a count or N% (default 25%, and never all unless 100%).")
 @click.option("--every", help="Run forever: start again this long after each run ends (e.g. 24h).")
 @click.option("--image-deadline", help="Fail an image that takes longer than this (e.g. 30m).")
+@click.option("--stop-grace", help="After SIGTERM/SIGINT, how long images in flight may take to finish before "
+              "they are given up and reported pending (default 60s).")
 @click.option("--message", help="Commit message for the metadata repository.")
 @run_async
 async def sync_command(
     args: SourceArgs, jobs: int | None, dry_run: bool, as_json: bool, report: str | None,
-    trust_ledger: bool | None, prune: bool | None, every: str | None, image_deadline: str | None,
+    trust_ledger: bool | None, prune: bool | None, max_removed: str | None, every: str | None,
+    image_deadline: str | None, stop_grace: str | None,
     message: str | None,
 ) -> None:
     """Mirror every repository and tag under SOURCE_NAMESPACE... to --dest.
@@ -51,42 +59,50 @@ async def sync_command(
     """
     config, specs = args.config, args.specs
     defaults = config.defaults
+    jobs = checked("--jobs", jobs, "jobs")
+    if report and not Path(report).resolve().parent.is_dir():  # found out now, not after an hour of copying
+        raise ConfigError(f"--report {report}: its directory does not exist")
     options = SyncOptions(
-        jobs=jobs or defaults.jobs,
+        jobs=defaults.jobs if jobs is None else jobs,
         query_jobs=args.query_limit,
         trust_ledger=defaults.trust_ledger if trust_ledger is None else trust_ledger,
         dry_run=dry_run,
         blob_locations=None if dry_run else BlobLocations(),
         prune=defaults.prune if prune is None else prune,
-        image_deadline=parse_duration(image_deadline) if image_deadline else None,
+        image_deadline=parse_duration(image_deadline, "--image-deadline") if image_deadline is not None else None,
+        max_removed=_removal_limit(max_removed, defaults.max_removed),
+        stop_grace=parse_duration(stop_grace, "--stop-grace") if stop_grace is not None else 60.0,
     )
-    interval = parse_duration(every) if every else None
+    interval = parse_duration(every, "--every") if every is not None else None
     creds = args.credentials()
+    transport = args.transport()  # checked before anything is opened
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _request_stop, stop, sig)
     commit_message = message or config.metadata.message
-    all_ok = True
+    status = 0
     while True:
         repo = open_metadata(config.metadata, args.metadata)
         try:
             with repo.lock():
-                async with registry_client_for(config, args.transport(), creds) as client:
-                    mirror = Mirror(client, specs, options, repo)
+                async with registry_client_for(config, transport, creds) as client:
+                    mirror = Mirror(client, specs, options, repo, ChangeJournal.for_workdir(repo.workdir))
                     with output.SyncProgress() as progress:
                         result = await mirror.run(stop=stop, on_bytes=progress.advance_bytes,
                                                   on_image=progress.image_done, on_plan=progress.planned)
                 if not dry_run:
                     _publish(repo, result, commit_message)
+                    if mirror.journal is not None:
+                        mirror.journal.clear()  # its changes are in the CHANGELOG now
         finally:
             repo.close()
         _show(result, dry_run=dry_run, as_json=as_json)
         if not dry_run:
-            save_last_run(_failures_by_namespace(result))
+            save_last_run(_failures_by_namespace(result), _pending_by_namespace(result))
         if report:
             Path(report).write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
-        all_ok = all_ok and result.ok
+        status = max(status, result.exit_status)  # 3 (interrupted) outranks 1 (failed)
         if interval is None or stop.is_set():
             break
         log.info("next run in %s", _human(interval))
@@ -95,8 +111,15 @@ async def sync_command(
             break
         except TimeoutError:
             continue
-    if not all_ok:
-        raise SystemExit(1)
+    if status:
+        raise SystemExit(status)
+
+
+def _removal_limit(option: str | None, configured: int | str) -> MaxRemoved:
+    try:
+        return MaxRemoved(configured if option is None else option)
+    except ValueError as exc:
+        raise ConfigError(f"--max-removed: {exc}") from None
 
 
 def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
@@ -128,6 +151,13 @@ def _failures_by_namespace(result: SyncReport) -> dict[str, int]:
     for item in result.plan.by_state("error"):
         failed[item.spec.label] = failed.get(item.spec.label, 0) + 1
     return failed
+
+
+def _pending_by_namespace(result: SyncReport) -> dict[str, int]:
+    pending: dict[str, int] = {}
+    for item in result.pending:
+        pending[item.spec.label] = pending.get(item.spec.label, 0) + 1
+    return pending
 
 
 def _human(seconds: float) -> str:

@@ -92,7 +92,8 @@ class BlobMover:
         self.on_bytes = on_bytes
         self._present: set[tuple[str, str]] = set()  # (store name, digest) known present at the target
         self._holders: dict[tuple[str, str], list[ImageStore]] = {}  # (domain, digest) → stores holding it
-        self._inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}  # (store name, digest)
+        self._domain_inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}  # (domain, digest)
         self.bytes_pulled = 0
         self.pulls: dict[str, int] = {}  # digest → times fetched from a source (tests, bench, reports)
 
@@ -108,32 +109,42 @@ class BlobMover:
             holders.append(store)
 
     async def ensure(self, desc: Descriptor, src: ImageStore, dst: ImageStore, result: ImageResult) -> None:
-        """Make sure dst holds desc's blob: skip if present, mount if a sibling holds it, else copy."""
-        if (dst.name, desc.digest) in self._present:
-            result.blobs_skipped += 1
-            return
-        key = (dst.domain, desc.digest)
-        leader = self._inflight.get(key)
-        if leader is not None:
-            with contextlib.suppress(GcrsyncError):  # if the leader failed, we try on our own below
-                await asyncio.shield(leader)
-            if (dst.name, desc.digest) in self._present:
+        """Make sure dst holds desc's blob: skip if present, mount if a sibling holds it, else copy.
+
+        One placement per (target repository, blob) at a time: concurrent images of one repository wait for
+        the first instead of mounting the same blob side by side (registries fail such duplicate mounts
+        under load). While no repository of the domain holds the blob yet, the first placement in the
+        domain is waited for too, so the blob is pulled once and mounted everywhere else.
+        """
+        key = (dst.name, desc.digest)
+        domain_key = (dst.domain, desc.digest)
+        while True:
+            if key in self._present:
                 result.blobs_skipped += 1
                 return
-        else:
-            future: asyncio.Future[ImageStore] = asyncio.get_running_loop().create_future()
-            self._inflight[key] = future
-            try:
-                await self._place(desc, src, dst, result)
-                future.set_result(dst)
-            except BaseException as exc:
-                future.set_exception(exc if isinstance(exc, GcrsyncError) else GcrsyncError(str(exc)))
-                future.exception()  # mark retrieved: followers may not exist
-                raise
-            finally:
-                del self._inflight[key]
-            return
-        await self._place(desc, src, dst, result)
+            waiting = self._inflight.get(key)
+            if waiting is None and not self._holders.get(domain_key):
+                waiting = self._domain_inflight.get(domain_key)
+            if waiting is None:
+                break
+            with contextlib.suppress(GcrsyncError):  # if that one failed, we try on our own
+                await asyncio.shield(waiting)
+        future: asyncio.Future[ImageStore] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        leads_domain = domain_key not in self._domain_inflight and not self._holders.get(domain_key)
+        if leads_domain:
+            self._domain_inflight[domain_key] = future
+        try:
+            await self._place(desc, src, dst, result)
+            future.set_result(dst)
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, GcrsyncError) else GcrsyncError(str(exc)))
+            future.exception()  # mark retrieved: followers may not exist
+            raise
+        finally:
+            del self._inflight[key]
+            if leads_domain:
+                del self._domain_inflight[domain_key]
 
     async def _place(self, desc: Descriptor, src: ImageStore, dst: ImageStore, result: ImageResult) -> None:
         # A sibling repository filled earlier in this run: mount straight away. A mount of a blob the
@@ -156,14 +167,29 @@ class BlobMover:
             result.blobs_mounted += 1
             return
         async with self._transfers:
+            refetched = False
             for attempt in range(UPLOAD_ATTEMPTS):
+                from_source: list[GcrsyncError] = []
                 try:
-                    counted = await self._transfer(desc, src, dst)
+                    counted = await self._transfer(desc, src, dst, from_source)
                     break
+                except DigestMismatch as exc:
+                    # Proxies and CDNs do corrupt bytes in transit: fetch once more before failing the image.
+                    # The bad bytes were never committed (the last chunk waits for the digest check).
+                    if refetched or attempt == UPLOAD_ATTEMPTS - 1:
+                        raise
+                    refetched = True
+                    if isinstance(dst, CountsRequests):
+                        dst.note_retry("blob-corrupt")
+                    log.warning("fetching %s once more: %s", desc.digest[:19], exc)
                 except RegistryError as exc:
                     # A streamed upload cannot be replayed by the transport: a 5xx/429 or a dropped connection
-                    # on it starts the copy over (fresh source stream, fresh upload session).
-                    if attempt == UPLOAD_ATTEMPTS - 1 or not (exc.status is None or exc.status in RETRY_STATUSES):
+                    # on it starts the copy over (fresh source stream, fresh upload session). Not so for the
+                    # source's own failure: the transport already retried and resumed that download, and
+                    # starting over would multiply those attempts (a source that never answers would hold
+                    # the image for UPLOAD_ATTEMPTS times the transport's whole retry budget).
+                    if (attempt == UPLOAD_ATTEMPTS - 1 or exc in from_source
+                            or not (exc.status is None or exc.status in RETRY_STATUSES)):
                         raise
                     if isinstance(dst, CountsRequests):  # counted with the run's other retries, for the report
                         dst.note_retry("upload-restart")
@@ -186,8 +212,11 @@ class BlobMover:
             self.locations.forget(dst.domain, desc.digest, name)
         return False
 
-    async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore) -> int:
-        """One attempt at streaming a blob from src into dst, verified on the way; returns its size."""
+    async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore,
+                        failures: list[GcrsyncError]) -> int:
+        """One attempt at streaming a blob from src into dst, verified on the way; returns its size.
+
+        `failures` receives the source's own errors and digest mismatches (see `verified`)."""
         self.pulls[desc.digest] = self.pulls.get(desc.digest, 0) + 1
         if self.on_start is not None and desc.size > 0:
             self.on_start(desc.size)
@@ -199,15 +228,20 @@ class BlobMover:
             if self.on_bytes:
                 self.on_bytes(n)
 
+        opened = False
         try:
             async with src.open_blob(desc) as chunks:
-                failures: list[GcrsyncError] = []
+                opened = True
                 try:
                     await dst.put_blob(desc, verified(chunks, desc, count, failures))
                 except Exception:
                     if failures:
                         raise failures[0] from None
                     raise
+        except GcrsyncError as exc:
+            if not opened:
+                failures.append(exc)  # the source GET itself failed (after the transport's own retries)
+            raise
         finally:
             self.bytes_pulled += counted
         return counted

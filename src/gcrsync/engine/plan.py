@@ -23,7 +23,8 @@ from gcrsync.store import ImageStore
 
 log = logging.getLogger("gcrsync.plan")
 
-State = Literal["new", "changed", "unchanged", "removed", "error"]
+# "held": removed upstream, but the sync's removal guard kept it (nothing recorded or pruned for it).
+State = Literal["new", "changed", "unchanged", "removed", "held", "error"]
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Plan:
         return [i for i in self.items if i.state in ("new", "changed")]
 
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in ("new", "changed", "unchanged", "removed", "error")}
+        out = {s: 0 for s in ("new", "changed", "unchanged", "removed", "held", "error")}
         for item in self.items:
             out[item.state] += 1
         return out

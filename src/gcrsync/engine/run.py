@@ -1,7 +1,9 @@
 """Execute a plan: copy the new and changed tags concurrently, report each image as soon as it is done.
 
 One failed image never stops the others. A stop event (SIGTERM) lets images in flight finish and starts
-no new ones, so the ledger written afterwards is complete for what was done.
+no new ones, so the ledger written afterwards is complete for what was done; images still in flight
+`stop_grace` seconds after the stop request are cancelled and reported pending with the unstarted ones
+(a stalled source must not keep a stopping process alive: orchestrators kill it soon after).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ OnResult = Callable[[PlanItem, ImageResult], Awaitable[None]]
 @dataclass
 class RunOutcome:
     results: list[tuple[PlanItem, ImageResult]] = field(default_factory=list)
-    skipped: list[PlanItem] = field(default_factory=list)  # not started because of a stop request
+    skipped: list[PlanItem] = field(default_factory=list)  # not done because of a stop request
     duration: float = 0.0
 
     @property
@@ -46,10 +48,21 @@ async def execute(
     on_result: OnResult | None = None,
     stop: asyncio.Event | None = None,
     image_deadline: float | None = None,
+    stop_grace: float = 60.0,
 ) -> RunOutcome:
     outcome = RunOutcome()
     started = time.monotonic()
     gate = asyncio.Semaphore(max(1, jobs))
+    in_flight: set[asyncio.Task[ImageResult]] = set()
+    grace_over = asyncio.Event()
+
+    async def end_grace() -> None:
+        assert stop is not None
+        await stop.wait()
+        await asyncio.sleep(stop_grace)
+        grace_over.set()
+        for task in list(in_flight):
+            task.cancel()
 
     async def one(item: PlanItem) -> None:
         async with gate:
@@ -67,9 +80,18 @@ async def execute(
             # The plan already HEADed the target; only a platform subset (new digest computed here) needs a look.
             sparse = frozenset({item.source_digest}) if item.sparse and item.source_digest else frozenset()
             options = CopyOptions(platforms=item.spec.platforms, check_target=bool(item.spec.platforms), sparse=sparse)
+            task = asyncio.ensure_future(
+                copy_image(open_source(item), item.tag, open_target(item), item.tag, mover, options))
+            in_flight.add(task)
             try:
-                coro = copy_image(open_source(item), item.tag, open_target(item), item.tag, mover, options)
-                result = await asyncio.wait_for(coro, image_deadline) if image_deadline else await coro
+                result = await asyncio.wait_for(task, image_deadline) if image_deadline else await task
+            except asyncio.CancelledError:
+                if not grace_over.is_set():
+                    raise
+                log.warning("gave up on %s → %s: still in flight %.0fs after the stop request",
+                            item.source, item.target, stop_grace)
+                outcome.skipped.append(item)
+                return
             except TimeoutError:
                 result = _failed(item, f"image not done within its {image_deadline:.0f}s deadline")
             except PlatformMismatch as exc:  # not wanted, not a failure: reported as skipped
@@ -77,6 +99,8 @@ async def execute(
                 result.state = "skipped"
             except Exception as exc:  # includes ExceptionGroups from the graph copy
                 result = _failed(item, error_text(exc))
+            finally:
+                in_flight.discard(task)
             if result.state == "failed":
                 log.error("failed %s → %s: %s", item.source, item.target, result.error)
             else:
@@ -88,7 +112,12 @@ async def execute(
             if on_result is not None:
                 await on_result(item, result)
 
-    await asyncio.gather(*(one(i) for i in items))
+    watcher = asyncio.create_task(end_grace()) if stop is not None else None
+    try:
+        await asyncio.gather(*(one(i) for i in items))
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     outcome.duration = time.monotonic() - started
     return outcome
 

@@ -318,7 +318,8 @@ class MetadataRepo:
                 with contextlib.suppress(FileNotFoundError):
                     full.unlink()
             elif self.ledgers.source_for(path) is not None and full.is_file():
-                atomic_write(full, self._merge_ledger_text(path, content, full.read_text(encoding="utf-8")))
+                atomic_write(full, self._merge_ledger_text(path, content, full.read_text(encoding="utf-8"),
+                                                           self._show(base, path) if base else None))
             else:
                 atomic_write(full, content)
         theirs_blocks = changelog.split_blocks(self.changelog_path.read_text(encoding="utf-8")
@@ -332,14 +333,18 @@ class MetadataRepo:
             git.run("commit", "-q", "-m", message)
 
     @staticmethod
-    def _merge_ledger_text(path: str, ours: str, theirs: str) -> str:
+    def _merge_ledger_text(path: str, ours: str, theirs: str, base: str | None = None) -> str:
         mine = Ledger.from_json(ours, path)
         try:
             other = Ledger.from_json(theirs, f"{path} (remote)")
         except LedgerError as exc:
             log.warning("%s; replacing it with ours", exc)
             return mine.to_json()
-        return mine.merge(other).to_json()
+        try:  # the common ancestor tells a removal from "never seen"
+            common = Ledger.from_json(base, f"{path} (base)") if base else None
+        except LedgerError:
+            common = None
+        return mine.merge(other, common).to_json()
 
     # -- publishing ----------------------------------------------------------------------------------------
 

@@ -217,12 +217,12 @@ class Ledger:
             del self.images[repo]
         return True
 
-    def merge(self, other: Ledger) -> Ledger:
+    def merge(self, other: Ledger, base: Ledger | None = None) -> Ledger:
         """Union by repo/tag, for two runs that raced. On conflict the newer last_synced wins (self on a tie);
         the loser's digests go into previous_digests. Keeps self's source and target.
 
-        A union cannot tell "removed by the other run" from "never seen", so a removal made by only one of
-        the racing runs comes back; the next run removes it again.
+        `base` is the ledger both started from: an entry one side removed and the other left as it was
+        stays removed (a plain union would bring a pruned entry back). Without it, removals come back.
         """
         if other.source != self.source:
             raise LedgerError(f"cannot merge ledger {other.source} into {self.source}")
@@ -248,6 +248,11 @@ class Ledger:
                                              exclude=winner.digest),
             })
             out.images[repo][tag] = merged
+        if base is not None:
+            for repo, tag, was in base.entries():
+                ours_now, theirs_now = self.get(repo, tag), other.get(repo, tag)
+                if (ours_now is None and theirs_now == was) or (theirs_now is None and ours_now == was):
+                    out.remove(repo, tag)  # removed on one side, untouched on the other
         return out
 
     def to_json(self) -> str:

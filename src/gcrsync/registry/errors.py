@@ -29,9 +29,15 @@ def service_message(body: bytes) -> tuple[str | None, str | None]:
         return None, None
     errors = doc.get("errors")
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        first = errors[0]
-        code = _one_line(first.get("code", ""), 60) or None
-        return code, _one_line(first.get("message", ""), 200) or None
+        # Every entry, not just the first: a registry may say DIGEST_INVALID first and the useful
+        # "manifest blob unknown" second. The code of the first one classifies the error.
+        entries = [e for e in errors[:10] if isinstance(e, dict)]
+        code = _one_line(entries[0].get("code", ""), 60) or None
+        parts = [_one_line(entries[0].get("message", ""), 200)]
+        for other in entries[1:]:
+            other_code, other_message = (_one_line(other.get(k, ""), 200) for k in ("code", "message"))
+            parts.append(": ".join(p for p in (other_code, other_message) if p))
+        return code, "; ".join(p for p in parts if p)[:300] or None  # one bounded line
     for key in _SERVICE_FIELDS:
         value = doc.get(key)
         if isinstance(value, str) and value.strip():

@@ -128,7 +128,9 @@ class Referrers:
 
         Registries offer no conditional PUT, so a concurrent writer can overwrite our update: after each
         write the tag is read again and the merge repeated until every entry is there (or attempts run out).
-        Returns True when the tag was changed.
+        A writer that read before our write and writes after our check can still drop our entry; since every
+        run adds the entries of the artifacts it mirrors again (a no-op when they are there), the next run
+        restores it. Returns True when the tag was changed.
         """
         changed = False
         for _attempt in range(FALLBACK_ATTEMPTS):

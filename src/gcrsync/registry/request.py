@@ -24,7 +24,13 @@ from gcrsync.errors import ManifestError, RegistryError
 Body = bytes | AsyncIterable[bytes] | None
 CHUNK = 1024 * 1024
 
-_REDACT_QUERY = re.compile(r"(?i)([?&](?:access_token|token|password|secret|sig|signature|_state|x-amz-[a-z-]+)=)[^&]*")
+# Credentials and the signing parameters of the CDNs registries redirect blob GETs to: S3 and CloudFront
+# (X-Amz-*, Signature, Policy, Key-Pair-Id), GCS (X-Goog-*, GoogleAccessId), Azure SAS (sig), Akamai
+# (hdnts, __token__), and generic token/secret names.
+_REDACT_QUERY = re.compile(
+    r"(?i)([?&](?:access_token|token|__token__|hdnts|password|secret|sig|signature|policy|key-pair-id"
+    r"|googleaccessid|_state|x-amz-[a-z-]+|x-goog-[a-z-]+)=)[^&]*"
+)
 
 
 def redact_url(url: str | URL) -> str:

@@ -8,6 +8,7 @@ is the top layer, so a resumed request goes through redirects, auth, retries and
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,13 @@ MAX_RESUMES = 5  # fresh starts of one streamed body
 
 class RangeRefused(RegistryError):
     """A resumed request was answered with neither 200 nor 206 (416: nothing at that offset)."""
+
+
+def _range_ok(header: str | None, start: int, total: int | None) -> bool:
+    """Does a 206's Content-Range hold exactly the bytes asked for (from `start`, of a body of `total`)?"""
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (header or "").strip())
+    return m is not None and int(m.group(1)) == start and (
+        total is None or m.group(3) == "*" or int(m.group(3)) == total)
 
 
 class Resuming:
@@ -74,18 +82,27 @@ class _ResumableResponse(Response):
             return
         except BodyBroken as exc:
             failure = exc
+        ranges = True  # False once a server sent a 206 for the wrong bytes: whole bodies from then on
         while True:
             resumes += 1
             self._layer.stats.retried("blob-resume")
             if resumes > MAX_RESUMES:
                 raise RegistryError(f"{self.request}: transfer kept failing ({failure.reason})")
             log.info("resuming %s at byte %d after %s", self.request, received, failure.reason)
-            again = self.request.with_headers({"Range": f"bytes={received}-"})
+            again = self.request.with_headers({"Range": f"bytes={received}-"}) if ranges else self.request
             try:
                 async with self._layer.inner.send(again) as resp:
                     if resp.status not in (200, 206):
                         raise RangeRefused(f"{self.request}: HTTP {resp.status} when resuming at byte {received}",
                                            status=resp.status)
+                    if resp.status == 206 and not _range_ok(resp.headers.get("Content-Range"), received, total):
+                        # Bytes from elsewhere would be spliced in at the wrong offset (the digest check would
+                        # only catch it at the end): ask again without Range and skip what was passed on.
+                        log.warning("%s: resumed at byte %d but got Content-Range %r: fetching it whole",
+                                    self.request, received, (resp.headers.get("Content-Range") or "")[:80])
+                        ranges = False
+                        failure = BodyBroken(f"{self.request}: wrong Content-Range", reason="content-range")
+                        continue
                     skip = received if resp.status == 200 else 0  # no Range support: passed-on bytes skipped
                     rest = None if total is None else total - received + skip
                     async for chunk in resp.chunks(expected=rest):

@@ -26,10 +26,12 @@ class NamespaceComparison:
     differs: list[PlanItem] = field(default_factory=list)  # target tag has another digest
     ledger_only: list[str] = field(default_factory=list)  # in the ledger, not at the target
     ledger_stale: list[str] = field(default_factory=list)  # ledger digest ≠ target digest
+    failed: list[PlanItem] = field(default_factory=list)  # could not be checked (e.g. a HEAD failed)
 
     def counts(self) -> dict[str, int]:
         return {"in_sync": len(self.in_sync), "missing": len(self.missing), "differs": len(self.differs),
-                "ledger_only": len(self.ledger_only), "ledger_stale": len(self.ledger_stale)}
+                "ledger_only": len(self.ledger_only), "ledger_stale": len(self.ledger_stale),
+                "failed": len(self.failed)}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class NamespaceComparison:
             "differs": [{"target": i.target, "source_digest": i.source_digest, "target_digest": i.target_digest}
                         for i in self.differs],
             "ledger_only": self.ledger_only, "ledger_stale": self.ledger_stale,
+            "failed": [{"target": i.target, "error": i.error} for i in self.failed],
         }
 
 
@@ -64,10 +67,19 @@ def _classify(plan: Plan, namespaces: list[NamespaceResult],
                 cmp.missing.append(item)
             elif item.state == "changed":
                 cmp.differs.append(item)
+            elif item.state == "error":
+                cmp.failed.append(item)
         ledger = ledgers.get(ns.spec.label)
+        recorded = sum(1 for _ in ledger.entries()) if ledger is not None else 0
+        if ns.error is None and not seen and recorded:
+            # As in a sync (sync.guard): a namespace that lists nothing is taken as a failed listing, so
+            # `--write` never rebuilds a ledger to empty from it.
+            cmp.error = ns.error = f"{ns.spec.label} lists no images, but its ledger holds {recorded}"
         if ledger is not None and ns.error is None:
             for rel, tag, entry in ledger.entries():
                 found = seen.get((rel, tag))
+                if found is not None and found.state == "error":
+                    continue  # not checked: nothing is known about it either way
                 if found is None or found.target_digest is None:
                     cmp.ledger_only.append(f"{rel}:{tag}")
                 elif entry.digest is not None and entry.digest != found.target_digest:
@@ -77,9 +89,16 @@ def _classify(plan: Plan, namespaces: list[NamespaceResult],
 
 
 def rebuild_ledger(ledger: Ledger, comparison: NamespaceComparison, plan: Plan) -> Ledger:
-    """A ledger holding exactly what the target really has for this namespace's mapped names."""
+    """A ledger holding exactly what the target really has for this namespace's mapped names.
+
+    An entry whose check failed is kept as it was: a failed HEAD says nothing about the target.
+    """
     fresh = Ledger(ledger.source, ledger.target)
     now = datetime.now(UTC)
+    for item in comparison.failed:
+        kept = ledger.get(item.rel, item.tag)
+        if kept is not None:
+            fresh.images.setdefault(item.rel, {})[item.tag] = kept
     for item in comparison.in_sync + comparison.differs:
         if item.target_digest is None:
             continue

@@ -20,17 +20,20 @@ def state_dir() -> Path:
     return Path(base) / "gcrsync"
 
 
-def save_last_run(failed_by_namespace: dict[str, int]) -> None:
+def save_last_run(failed_by_namespace: dict[str, int], pending_by_namespace: dict[str, int] | None = None) -> None:
+    """`pending`: images an interrupted run left undone, per namespace."""
     path = state_dir() / "last-run.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "failed": failed_by_namespace}
+    doc = {"finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "failed": failed_by_namespace,
+           "pending": pending_by_namespace or {}}
     atomic_write(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
-def load_last_run() -> dict[str, int]:
+def load_last_run(what: str = "failed") -> dict[str, int]:
+    """The last run's `failed` (or `pending`) count per namespace; {} when unknown."""
     try:
         doc = json.loads((state_dir() / "last-run.json").read_text())
-        failed = doc.get("failed", {}) if isinstance(doc, dict) else {}
-        return {str(k): int(v) for k, v in failed.items() if isinstance(v, int)}
+        counts = doc.get(what, {}) if isinstance(doc, dict) else {}
+        return {str(k): int(v) for k, v in counts.items() if isinstance(v, int)}
     except (OSError, ValueError, AttributeError):
         return {}

@@ -18,7 +18,7 @@ def prometheus_text(rows: list[dict[str, Any]], checked_at: float) -> str:
         "# TYPE gcrsync_tags gauge",
     ]
     for row in rows:
-        for state in ("synced", "pending_new", "pending_changed", "failed_last_run"):
+        for state in ("synced", "pending_new", "pending_changed", "failed_last_run", "pending_last_run"):
             lines.append(f'gcrsync_tags{{namespace="{_label(row["namespace"])}",state="{state}"}} {row[state]}')
     lines += [
         "# HELP gcrsync_listing_ok 1 if the namespace could be listed at the last check, else 0.",

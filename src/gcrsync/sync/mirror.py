@@ -19,6 +19,7 @@ from gcrsync.ledger import Ledger, MetadataRepo
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.discovery import DiscoveredRepo
 from gcrsync.sync.endpoints import Endpoints
+from gcrsync.sync.journal import ChangeJournal
 from gcrsync.sync.options import SyncOptions
 from gcrsync.sync.planning import discover_namespace, make_plan
 from gcrsync.sync.prune import prune
@@ -38,12 +39,15 @@ class Mirror:
     """Runs syncs for a set of sources with one registry client and (optionally) one metadata repo."""
 
     def __init__(self, client: RegistryClient, sources: list[SourceSpec], options: SyncOptions,
-                 metadata: MetadataRepo | None = None) -> None:
+                 metadata: MetadataRepo | None = None, journal: ChangeJournal | None = None) -> None:
         self.client = client
         self.sources = sources
         self.options = options
         self.metadata = metadata
         self.endpoints = Endpoints(client)
+        # Changes recorded but not yet published, surviving a killed run (sync.journal): whoever publishes
+        # the run's changes clears it afterwards (the CLI does).
+        self.journal = journal
 
     async def discover(self, spec: SourceSpec) -> list[DiscoveredRepo]:
         return await discover_namespace(self.client, spec, self.options)
@@ -55,6 +59,27 @@ class Mirror:
 
     async def plan(self, ledgers: dict[str, Ledger]) -> tuple[Plan, list[NamespaceResult]]:
         return await make_plan(self.client, self.endpoints, self.sources, self.options, ledgers)
+
+    @staticmethod
+    def _prunable(removed: list[PlanItem], report: SyncReport, stop: asyncio.Event | None) -> list[PlanItem]:
+        """The removed items a prune may act on; the others get the reason as their error (so the ledger
+        keeps them, the next run tries again, and the exit is non-zero).
+
+        Nothing after a stop request (the run is to end, and what it learned may be cut short), and nothing
+        of a namespace where an image failed or a tag could not be planned (its target is not in the state
+        the plan assumed, or its listing is in doubt).
+        """
+        failed = {item.spec.label for item, _ in report.outcome.failed}
+        failed |= {item.spec.label for item in report.plan.by_state("error")}  # unplanned tags count too
+        out = []
+        for item in removed:
+            if stop is not None and stop.is_set():
+                item.error = "not pruned: the run was interrupted"
+            elif item.spec.label in failed:
+                item.error = "not pruned: an image or tag of this namespace failed in this run"
+            else:
+                out.append(item)
+        return out
 
     async def run(self, *, stop: asyncio.Event | None = None,
                   on_bytes: Callable[[int], None] | None = None,
@@ -75,7 +100,11 @@ class Mirror:
         if not self.options.dry_run:
             mover = BlobMover(self.options.jobs, on_bytes=on_bytes, locations=self.options.blob_locations)
             files = self.metadata.ledgers if self.metadata is not None else None
-            async with Recorder(ledgers, files, report.changes) as recorder:
+            if self.journal is not None:
+                left = self.journal.load()  # an earlier run's, killed before it published them
+                for kind in ("added", "updated", "removed"):
+                    getattr(report.changes, kind).extend(getattr(left, kind))
+            async with Recorder(ledgers, files, report.changes, self.journal) as recorder:
 
                 async def image_done(item: PlanItem, result: ImageResult) -> None:
                     if on_image is not None:
@@ -85,13 +114,13 @@ class Mirror:
                 report.outcome = await execute(
                     plan.work, open_source=self.endpoints.source, open_target=self.endpoints.target,
                     mover=mover, jobs=self.options.jobs, on_result=image_done, stop=stop,
-                    image_deadline=self.options.image_deadline,
+                    image_deadline=self.options.image_deadline, stop_grace=self.options.stop_grace,
                 )
                 for item in plan.by_state("unchanged"):
                     recorder.record(AlreadyThere(item))
                 removed = plan.by_state("removed")
                 if self.options.prune:
-                    await prune(removed, self.endpoints, ledgers)
+                    await prune(self._prunable(removed, report, stop), self.endpoints, ledgers)
                 for item in removed:
                     recorder.record(PruneFailed(item, item.error) if item.error else RemovedUpstream(item))
                 for item in plan.by_state("error"):
@@ -100,6 +129,7 @@ class Mirror:
                     if ns.error:
                         recorder.record(NotListed(ns))
             report.bytes_pulled = mover.bytes_pulled
+        report.interrupted = stop is not None and stop.is_set()
         report.requests = stats.total_requests - requests_before
         report.retries = stats.retries - retries_before
         report.duration = time.monotonic() - started

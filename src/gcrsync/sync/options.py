@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from gcrsync.config import MaxRemoved
 from gcrsync.engine.blobcache import BlobLocations
 
 
@@ -16,3 +17,5 @@ class SyncOptions:
     blob_locations: BlobLocations | None = None  # cross-run mount hints (the CLI passes the user's cache)
     prune: bool = False  # delete target tags whose source tag is gone (targets that can remove tags)
     image_deadline: float | None = None
+    stop_grace: float = 60.0  # seconds images in flight may take after SIGTERM/SIGINT before they are given up
+    max_removed: MaxRemoved = field(default_factory=lambda: MaxRemoved("25%"))  # the removal guard (sync.guard)

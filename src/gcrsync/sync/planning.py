@@ -25,6 +25,7 @@ from gcrsync.ledger import Ledger
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.discovery import DiscoveredRepo
 from gcrsync.sync.endpoints import Endpoints
+from gcrsync.sync.guard import guard_removals
 from gcrsync.sync.options import SyncOptions
 from gcrsync.sync.report import NamespaceResult
 
@@ -54,11 +55,15 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
             namespaces.append(NamespaceResult(spec, error_text(listing)))
             log.error("listing %s failed: %s", spec.label, error_text(listing))
             continue
-        namespaces.append(NamespaceResult(spec))
-        plan.items.extend(build_items(spec, listing))
+        ns = NamespaceResult(spec)
+        namespaces.append(ns)
         ledger = ledgers.get(spec.label)
+        removed = removed_items(spec, listing, ledger) if ledger is not None else []
         if ledger is not None:
-            plan.items.extend(removed_items(spec, listing, ledger))
+            removed = guard_removals(ns, listing, ledger, removed, options.max_removed)
+        if ns.error is None:  # a namespace the guard took as vanished plans nothing, like a failed listing
+            plan.items.extend(build_items(spec, listing))
+            plan.items.extend(removed)
     check_collisions(plan.items)
 
     def lookup(item: PlanItem) -> tuple[str, str | None] | None:
@@ -66,10 +71,14 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
         entry = ledger.get(item.rel, item.tag) if ledger else None
         if entry is None or entry.digest is None:
             return None
+        if entry.target != item.target:
+            # Recorded for another target (a new --dest or naming): nothing is known about this one, so
+            # neither trust_ledger nor `immutable` may skip the check that decides whether to copy.
+            return None
         return entry.digest, entry.effective_source_digest
 
     await resolve_digests(
-        [i for i in plan.items if i.state != "removed"],
+        [i for i in plan.items if i.state in ("new", "changed", "unchanged")],
         open_source=endpoints.source,
         open_target=endpoints.target,
         ledger_lookup=lookup,

@@ -23,6 +23,7 @@ from types import TracebackType
 from gcrsync.engine.plan import PlanItem
 from gcrsync.engine.result import ImageResult
 from gcrsync.ledger import Added, Failed, Ledger, LedgerFiles, Removed, RunChanges, Updated
+from gcrsync.sync.journal import ChangeJournal
 from gcrsync.sync.report import NamespaceResult
 
 log = logging.getLogger("gcrsync.sync")
@@ -84,10 +85,12 @@ class Recorder:
 
     INTERVAL = 1.0  # seconds between two writes of the run's ledgers
 
-    def __init__(self, ledgers: dict[str, Ledger], files: LedgerFiles | None, changes: RunChanges) -> None:
+    def __init__(self, ledgers: dict[str, Ledger], files: LedgerFiles | None, changes: RunChanges,
+                 journal: ChangeJournal | None = None) -> None:
         self.ledgers = ledgers if files is not None else {}
         self.files = files
         self.changes = changes
+        self.journal = journal  # each change is journaled before a ledger holding it is written
         self._dirty: dict[str, Ledger] = {}
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -117,7 +120,7 @@ class Recorder:
             case RemovedUpstream(item):
                 ledger = self.ledgers.get(item.spec.label)
                 if ledger is not None and ledger.remove(item.rel, item.tag):
-                    self.changes.removed.append(Removed(item.source, item.target))
+                    self._note("removed", Removed(item.source, item.target))
                     self._changed(ledger)
             case PruneFailed(item, reason):
                 # The ledger keeps the entry: the target still holds the tag, and the next run tries again.
@@ -141,21 +144,26 @@ class Recorder:
                           source_digest=result.source_digest or None, platforms=result.platforms or None)
             self._changed(ledger)
         if item.state == "changed" and result.state == "copied":
-            self.changes.updated.append(Updated(item.source, item.target, item.target_digest, result.digest))
+            self._note("updated", Updated(item.source, item.target, item.target_digest, result.digest))
         elif item.state == "new" and result.state == "copied":
-            self.changes.added.append(Added(item.source, item.target, result.digest))
+            self._note("added", Added(item.source, item.target, result.digest))
 
     def _already_there(self, item: PlanItem) -> None:
-        """Recorded when missing from the ledger (a first run with a fresh ledger, or a bootstrap), so the
-        ledger tells what the target really holds."""
+        """Recorded when missing from the ledger (a first run with a fresh ledger, or a bootstrap) or recorded
+        for another target (a new --dest that already held it), so the ledger tells what the target holds."""
         ledger = self.ledgers.get(item.spec.label)
         if ledger is None or item.target_digest is None:
             return
         entry = ledger.get(item.rel, item.tag)
-        if entry is None or entry.digest is None:
+        if entry is None or entry.digest is None or entry.target != item.target:
             ledger.record(item.rel, item.tag, digest=item.target_digest, target_ref=item.target,
                           media_type=None, now=datetime.now(UTC), source_digest=item.source_digest)
             self._changed(ledger)
+
+    def _note(self, kind: str, change: Added | Updated | Removed) -> None:
+        getattr(self.changes, kind).append(change)
+        if self.journal is not None:
+            self.journal.append(kind, change)  # now, before the ledger write that could outlive this run
 
     # -- writing -----------------------------------------------------------------------------------
     def _changed(self, ledger: Ledger) -> None:

@@ -1,8 +1,8 @@
 """What a sync run did, for the terminal summary, `--report` JSON and the exit status (SyncReport).
 
 Kept apart from the run itself so the CLI's output code and library users read one plain data model, and
-`ok` is decided in one place: any failed image, failed listing, unplanned tag, failed prune or metadata
-error makes the run's exit non-zero.
+`ok` is decided in one place: any failed image, failed listing, unplanned tag, removal guard, failed prune,
+image left pending by an interruption or metadata error makes the run's exit non-zero.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from gcrsync.ledger import RunChanges
 class NamespaceResult:
     spec: SourceSpec
     error: str | None = None  # discovery failed: nothing of this namespace was planned
+    guard: str | None = None  # the removal guard held this namespace's removals back (sync.guard)
 
 
 @dataclass
@@ -35,6 +36,20 @@ class SyncReport:
     bytes_pulled: int = 0
     commit: str | None = None
     metadata_error: str | None = None
+    interrupted: bool = False  # a stop request (SIGTERM/SIGINT) arrived during the run
+
+    EXIT_INTERRUPTED = 3  # the exit status of a run a stop request left with pending images
+
+    @property
+    def pending(self) -> list[PlanItem]:
+        """Planned images never started because a stop request came first."""
+        return list(self.outcome.skipped)
+
+    @property
+    def exit_status(self) -> int:
+        if self.pending:
+            return self.EXIT_INTERRUPTED
+        return 0 if self.ok else 1
 
     @property
     def prune_failed(self) -> list[PlanItem]:
@@ -45,21 +60,23 @@ class SyncReport:
     def ok(self) -> bool:
         return (
             not self.outcome.failed
-            and not any(n.error for n in self.namespaces)
+            and not any(n.error or n.guard for n in self.namespaces)
             and not self.plan.by_state("error")
             and not self.prune_failed
+            and not self.pending
             and self.metadata_error is None
         )
 
     def to_json(self) -> dict[str, Any]:
         results = {id(item): res for item, res in self.outcome.results}
+        pending = {id(item) for item in self.outcome.skipped}
         images = []
         for item in self.plan.items:
             res = results.get(id(item))
             images.append({
                 "source": item.source,
                 "target": item.target,
-                "state": res.state if res else item.state,
+                "state": res.state if res else "pending" if id(item) in pending else item.state,
                 "planned": item.state,
                 "source_digest": item.source_digest,
                 "digest": (res.digest if res and res.digest else item.target_digest),
@@ -77,7 +94,8 @@ class SyncReport:
         return {
             "started": self.started.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "duration_seconds": round(self.duration, 3),
-            "namespaces": [{"source": n.spec.label, "target": n.spec.target_prefix, "error": n.error}
+            "namespaces": [{"source": n.spec.label, "target": n.spec.target_prefix, "error": n.error,
+                            "guard": n.guard}
                            for n in self.namespaces],
             "images": images,
             "totals": {
@@ -90,4 +108,5 @@ class SyncReport:
             },
             "commit": self.commit,
             "metadata_error": self.metadata_error,
+            "interrupted": self.interrupted,
         }
