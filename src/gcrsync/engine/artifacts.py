@@ -18,10 +18,11 @@ import fnmatch
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import CopyOptions, copy_image
+from gcrsync.engine.result import Attached
+from gcrsync.errors import error_text
 from gcrsync.store import HasReferrers, ImageStore, ListsTags
 
 log = logging.getLogger("gcrsync.artifacts")
@@ -33,24 +34,6 @@ def digest_tag_prefix(digest: str) -> str:
     """`sha256:ab…` → `sha256-ab…`: the referrers fallback tag, and the stem of cosign's tag schema."""
     alg, _, hex_part = digest.partition(":")
     return f"{alg}-{hex_part[:64]}"
-
-
-@dataclass(frozen=True)
-class Attached:
-    subject: str  # the digest it is attached to
-    digest: str  # the artifact's manifest digest (the same at both ends)
-    kind: str  # "referrer", or the tag-schema suffix: "sig", "att", "sbom", …
-    artifact_type: str | None = None
-    tag: str | None = None  # the tag-schema tag, for kind != "referrer"
-    copied: bool = False  # False: it was at the target already
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"digest": self.digest, "kind": self.kind, "subject": self.subject}
-        if self.artifact_type:
-            doc["artifactType"] = self.artifact_type
-        if self.tag:
-            doc["tag"] = self.tag
-        return doc
 
 
 @dataclass
@@ -140,3 +123,12 @@ async def _referrers(src: ImageStore, dst: ImageStore, subject: str, mover: Blob
         log.warning("%s cannot index referrers: %d artifact(s) of %s copied by digest only",
                     dst.name, len(entries), subject[:19])
     return out
+
+
+async def attach(src: ImageStore, dst: ImageStore, subjects: list[str], mover: BlobMover, policy: ArtifactPolicy,
+                 source_tags: Collection[str] | None) -> tuple[list[Attached], str | None]:
+    """copy_attached for one image of a run: a failure is returned (the image itself is there), not raised."""
+    try:
+        return await copy_attached(src, dst, subjects, mover, policy, source_tags=source_tags), None
+    except Exception as exc:  # one image's artifacts must not sink the run
+        return [], f"attached artifacts: {error_text(exc)}"

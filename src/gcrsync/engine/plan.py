@@ -15,7 +15,7 @@ from typing import Literal
 
 from gcrsync.engine.artifacts import ArtifactPolicy
 from gcrsync.engine.naming import detect_collisions, map_name
-from gcrsync.engine.select import TagPolicy, select_tags
+from gcrsync.engine.select import TagPolicy, is_digest_tag, select_tags
 from gcrsync.errors import error_text
 from gcrsync.oci import Platform
 from gcrsync.registry.discovery import DiscoveredRepo, Method
@@ -58,6 +58,9 @@ class PlanItem:
     state: State = "new"
     error: str | None = None
     sparse: bool = False  # the listing says this tag's index is sparse (quay): absent children are expected
+    # The repository's digest-named tags (cosign's `sha256-<hex>.sig`, the referrers fallback tag), from
+    # the listing the run already has: finding what is attached to this tag then costs no request.
+    attached_tags: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
@@ -108,11 +111,12 @@ def build_items(spec: SourceSpec, repos: Iterable[DiscoveredRepo]) -> list[PlanI
     items: list[PlanItem] = []
     for repo in repos:
         target = target_location(spec, repo.repository)
+        attached = tuple(t for t in repo.tags if is_digest_tag(t)) if spec.artifacts.enabled else ()
         for tag in select_tags(repo.tags, spec.policy):
             info = repo.tags[tag]
             items.append(
                 PlanItem(spec, repo.repository, relative_path(spec.namespace, repo.repository), tag, target,
-                         source_digest=info.digest, sparse=info.sparse)
+                         source_digest=info.digest, sparse=info.sparse, attached_tags=attached)
             )
     return items
 

@@ -7,6 +7,25 @@ and the copy imports the mover: keeping it here keeps the two free of an import 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Attached:
+    subject: str  # the digest it is attached to
+    digest: str  # the artifact's manifest digest (the same at both ends)
+    kind: str  # "referrer", or the tag-schema suffix: "sig", "att", "sbom", …
+    artifact_type: str | None = None
+    tag: str | None = None  # the tag-schema tag, for kind != "referrer"
+    copied: bool = False  # False: it was at the target already
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"digest": self.digest, "kind": self.kind, "subject": self.subject}
+        if self.artifact_type:
+            doc["artifactType"] = self.artifact_type
+        if self.tag:
+            doc["tag"] = self.tag
+        return doc
 
 
 @dataclass
@@ -28,3 +47,5 @@ class ImageResult:
     # Digests at both ends that artifacts can be attached to: the tagged manifest (unless a platform subset
     # made a new one) and the index's children.
     subjects: list[str] = field(default_factory=list)
+    artifacts: list[Attached] = field(default_factory=list)  # attached to the image now (engine.artifacts)
+    artifacts_error: str | None = None  # the image is there, but mirroring what is attached to it failed

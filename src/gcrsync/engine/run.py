@@ -14,10 +14,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from gcrsync.engine.artifacts import attach
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import CopyOptions, PlatformMismatch, copy_image
 from gcrsync.engine.plan import PlanItem
-from gcrsync.engine.result import ImageResult
+from gcrsync.engine.result import Attached, ImageResult
 from gcrsync.errors import GcrsyncError, error_text
 from gcrsync.oci import Platform
 from gcrsync.store import ImageStore
@@ -101,6 +102,10 @@ async def execute(
                 result = _failed(item, error_text(exc))
             finally:
                 in_flight.discard(task)
+            if result.state in ("copied", "unchanged") and item.spec.artifacts.enabled:
+                result.artifacts, result.artifacts_error = await attach(
+                    open_source(item), open_target(item), result.subjects, mover, item.spec.artifacts,
+                    item.attached_tags)
             if result.state == "failed":
                 log.error("failed %s → %s: %s", item.source, item.target, result.error)
             else:
@@ -120,6 +125,40 @@ async def execute(
             watcher.cancel()
     outcome.duration = time.monotonic() - started
     return outcome
+
+
+AttachedDone = Callable[[PlanItem, list[Attached], str | None], Awaitable[None]]
+
+
+async def check_attached(
+    items: list[PlanItem],
+    *,
+    open_source: Callable[[PlanItem], ImageStore],
+    open_target: Callable[[PlanItem], ImageStore],
+    mover: BlobMover,
+    jobs: int,
+    subjects: Callable[[PlanItem], list[str]],
+    on_done: AttachedDone,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """For tags already mirrored: pick up artifacts attached at the source since (a new signature).
+
+    `subjects` names the digests to look at per item (the tagged manifest, and the index children the
+    ledger knows artifacts on); an index child signed later is found when the image is next copied.
+    """
+    gate = asyncio.Semaphore(max(1, jobs))
+
+    async def one(item: PlanItem) -> None:
+        async with gate:
+            if stop is not None and stop.is_set():
+                return
+            found, error = await attach(open_source(item), open_target(item), subjects(item), mover,
+                                        item.spec.artifacts, item.attached_tags)
+            if error:
+                log.error("%s: %s", item.source, error)
+            await on_done(item, found, error)
+
+    await asyncio.gather(*(one(i) for i in items if i.spec.artifacts.enabled))
 
 
 def _known_unwanted_platform(item: PlanItem, mover: BlobMover) -> str | None:

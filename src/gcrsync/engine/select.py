@@ -23,7 +23,7 @@ from gcrsync.types import TagInfo
 __all__ = ["TagPolicy", "is_digest_tag", "parse_tag_version", "select_tags"]
 
 # Cosign / OCI referrers fallback tags: sha256-<hex> optionally followed by .sig/.att/.sbom/...
-_DIGEST_TAG_RE = re.compile(r"(?:sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})(?:\.[A-Za-z0-9_-]+)*", re.ASCII)
+_DIGEST_TAG_RE = re.compile(r"(?:sha256-[a-f0-9]{64}|sha512-[a-f0-9]{64,128})(?:\.[A-Za-z0-9_-]+)*", re.ASCII)
 # v1.2, 1.2.3, v1.2.3-rc.1: major.minor[.patch][-pre]. A bare "3" is a floating tag, not a version.
 _TAG_VERSION_RE = re.compile(
     r"v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*))?(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?",

@@ -62,16 +62,25 @@ class Failed:
     reason: str
 
 
+@dataclass(frozen=True)
+class Attached:
+    """Artifacts newly attached to a mirrored tag (signatures, attestations, SBOMs, other referrers)."""
+
+    target: str
+    artifacts: tuple[tuple[str, str], ...]  # (kind, digest): kind is "signature", "attestation", "sbom", a type
+
+
 @dataclass
 class RunChanges:
     added: list[Added] = field(default_factory=list)
     updated: list[Updated] = field(default_factory=list)
     removed: list[Removed] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
+    attached: list[Attached] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.updated or self.removed or self.failed)
+        return not (self.added or self.updated or self.removed or self.failed or self.attached)
 
     def extend(self, other: RunChanges) -> None:
         """Fold another namespace's changes into this run's."""
@@ -79,6 +88,7 @@ class RunChanges:
         self.updated.extend(other.updated)
         self.removed.extend(other.removed)
         self.failed.extend(other.failed)
+        self.attached.extend(other.attached)
 
 
 def short_digest(digest: str | None) -> str:
@@ -114,6 +124,9 @@ def render_block(run_time: datetime, changes: RunChanges) -> str:
     section("Updated", (f"- {_code(u.source)} → {_code(u.target)} "
                         f"({short_digest(u.old_digest)} → {short_digest(u.new_digest)})" for u in changes.updated))
     section("Removed upstream", (f"- {_code(r.source)} → {_code(r.target)}" for r in changes.removed))
+    section("Signatures and other attached artifacts", (
+        f"- {_code(a.target)}: " + ", ".join(f"{kind} ({short_digest(digest)})" for kind, digest in a.artifacts)
+        for a in changes.attached))
     section("Failed", (f"- {_code(f.source)} → {_code(f.target)}: {_reason(f.reason)}" for f in changes.failed))
     return "\n".join(lines) + "\n"
 

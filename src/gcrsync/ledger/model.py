@@ -27,6 +27,7 @@ _HOST_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*(?::\d{{1,5}})?$")
 _COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")  # OCI distribution path component
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
+_KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
 _REF_RE = re.compile(r"^[^\s\x00]{1,512}$")
 
 
@@ -84,6 +85,23 @@ Digest = Annotated[str, _matching(_DIGEST_RE, "a digest")]
 Ref = Annotated[str, _matching(_REF_RE, "an image reference")]
 
 
+class Attachment(BaseModel):
+    """An artifact attached to a mirrored tag: a cosign tag-schema tag or an OCI 1.1 referrer."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    digest: Digest
+    kind: Annotated[str, _matching(_KIND_RE, "an artifact kind")]  # "sig", "att", "sbom", … or "referrer"
+    subject: Digest  # the tagged manifest, an index child, or another artifact
+    artifact_type: str | None = Field(default=None, max_length=255)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"digest": self.digest, "kind": self.kind, "subject": self.subject}
+        if self.artifact_type:
+            out["artifact_type"] = self.artifact_type
+        return out
+
+
 class Entry(BaseModel):
     """One source tag as last copied. Immutable: Ledger.record replaces entries."""
 
@@ -100,6 +118,7 @@ class Entry(BaseModel):
     source_digest: Digest | None = None
     platforms: list[str] | None = None
     legacy: bool = False
+    artifacts: list[Attachment] = Field(default_factory=list, max_length=1000)
 
     @model_validator(mode="after")
     def _digest_required(self) -> Entry:
@@ -127,6 +146,8 @@ class Entry(BaseModel):
             out["platforms"] = list(self.platforms)
         if self.legacy:
             out["legacy"] = True
+        if self.artifacts:
+            out["artifacts"] = [a.to_json() for a in self.artifacts]
         return out
 
 
@@ -206,6 +227,24 @@ class Ledger:
             raise LedgerError(f"cannot record {repo}:{tag} in ledger {self.source}: {reason}") from None
         self.images.setdefault(repo, {})[tag] = new
         return result
+
+    def set_artifacts(self, repo: str, tag: str, artifacts: Sequence[dict[str, Any]]) -> bool:
+        """Record what is attached to a recorded tag now; True when that changed the entry.
+
+        Attachments live beside the image's own digest and history: a new signature on an unchanged image
+        changes this list, not the entry's digest or timestamps."""
+        old = self.get(repo, tag)
+        if old is None:
+            return False
+        try:
+            new = sorted({a["digest"]: Attachment.model_validate(a) for a in artifacts}.values(),
+                         key=lambda a: (a.subject, a.kind, a.digest))
+        except ValidationError as exc:
+            raise LedgerError(f"cannot record artifacts of {repo}:{tag}: {validation_message(exc)}") from None
+        if new == old.artifacts:
+            return False
+        self.images[repo][tag] = old.model_copy(update={"artifacts": new})
+        return True
 
     def remove(self, repo: str, tag: str) -> bool:
         """Forget a tag (removed upstream). Returns False if it was not recorded."""

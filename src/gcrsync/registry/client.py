@@ -51,6 +51,7 @@ class RegistryClient:
         self._stack = Resuming(Redirecting(Authenticating(transport, self.auth)), transport.options, transport.stats)
         self.chunked_hosts = set(chunked_hosts)  # hosts that refuse one big PUT: uploads go in PATCH chunks
         self.chunk_size = chunk_size
+        self.referrers_api: dict[str, bool] = {}  # host → serves the referrers API (learned on first ask)
         self.apis = dict(apis or {})  # registry host → web API base of its discovery (config `api:`)
 
     @property

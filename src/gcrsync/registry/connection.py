@@ -14,6 +14,7 @@ from gcrsync.registry.stats import TransportStats
 class Connection(Protocol):
     chunked_hosts: set[str]  # hosts that refused one big PUT: uploads there go in PATCH chunks
     chunk_size: int
+    referrers_api: dict[str, bool]  # host → serves the OCI referrers API (learned once per run)
 
     @property
     def stats(self) -> TransportStats: ...

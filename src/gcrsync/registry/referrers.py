@@ -20,7 +20,7 @@ from gcrsync.errors import ManifestError, RegistryError
 from gcrsync.oci import MAX_MANIFEST_BYTES, OCI_INDEX, Manifest, parse_manifest
 from gcrsync.registry.auth import pull_scope, push_scope
 from gcrsync.registry.connection import Connection
-from gcrsync.registry.errors import registry_error
+from gcrsync.registry.errors import registry_error, service_message
 from gcrsync.registry.listing_parsers import next_link
 from gcrsync.registry.request import Request
 
@@ -79,8 +79,13 @@ class Referrers:
     url: URL
 
     async def referrers(self, digest: str, artifact_type: str | None = None) -> list[Referrer] | None:
-        """The referrers of `digest` through the API, or None when the registry has no referrers API."""
+        """The referrers of `digest` through the API, or None when the registry has no referrers API.
+
+        A registry's answer to "do you have the API" is remembered for the run (per host, on the client), so
+        a source without it costs one request per run, not one per image."""
         where = f"referrers of {self.host}/{self.repository}@{digest[:19]}"
+        if self.client.referrers_api.get(self.host) is False:
+            return None
         first = self.url / "referrers" / digest
         url: str | None = str(first.with_query({"artifactType": artifact_type}) if artifact_type else first)
         found: list[Referrer] = []
@@ -95,9 +100,13 @@ class Referrers:
             async with self.client.send(request) as resp:
                 body = await resp.read(MAX_MANIFEST_BYTES)
                 if resp.status == 404 and pages == 1:
-                    return None  # no referrers API (distribution 2.8, most registries before 2024)
+                    if service_message(body)[0] == "NAME_UNKNOWN":
+                        return []  # an API that knows no such repository: nothing is attached
+                    self.client.referrers_api[self.host] = False  # distribution 2.8 and most before 2024
+                    return None
                 if resp.status != 200:
                     raise registry_error(where, resp.status, body)
+                self.client.referrers_api[self.host] = True
                 filtered = filtered or "artifacttype" in resp.headers.get("OCI-Filters-Applied", "").lower()
                 answered, headers = str(resp.url), resp.headers
             found += _entries(where, body)
@@ -157,10 +166,8 @@ class Referrers:
         return changed
 
     async def has_referrers_api(self) -> bool:
-        """Whether this registry serves the referrers API (asked once per repository object)."""
-        if self._referrers_api is None:
-            probe = "sha256:" + "0" * 64
-            self._referrers_api = await self.referrers(probe) is not None
-        return self._referrers_api
-
-    _referrers_api: bool | None = None
+        """Whether this registry serves the referrers API (asked once per host and run)."""
+        known = self.client.referrers_api.get(self.host)
+        if known is None:
+            known = await self.referrers("sha256:" + "0" * 64) is not None
+        return known

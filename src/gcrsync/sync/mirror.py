@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.plan import Plan, PlanItem, SourceSpec
-from gcrsync.engine.result import ImageResult
-from gcrsync.engine.run import execute
+from gcrsync.engine.result import Attached, ImageResult
+from gcrsync.engine.run import check_attached, execute
 from gcrsync.ledger import Ledger, MetadataRepo
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.discovery import DiscoveredRepo
@@ -25,6 +25,7 @@ from gcrsync.sync.planning import discover_namespace, make_plan
 from gcrsync.sync.prune import prune
 from gcrsync.sync.recorder import (
     AlreadyThere,
+    ArtifactsChecked,
     ImageDone,
     NotListed,
     NotPlanned,
@@ -118,6 +119,16 @@ class Mirror:
                 )
                 for item in plan.by_state("unchanged"):
                     recorder.record(AlreadyThere(item))
+
+                async def attached_done(item: PlanItem, found: list[Attached], error: str | None) -> None:
+                    report.attached[id(item)] = (found, error)
+                    recorder.record(ArtifactsChecked(item, found, error))
+
+                await check_attached(
+                    plan.by_state("unchanged"), open_source=self.endpoints.source, open_target=self.endpoints.target,
+                    mover=mover, jobs=self.options.jobs, subjects=lambda item: _subjects(item, ledgers),
+                    on_done=attached_done, stop=stop,
+                )
                 removed = plan.by_state("removed")
                 if self.options.prune:
                     await prune(self._prunable(removed, report, stop), self.endpoints, ledgers)
@@ -134,3 +145,16 @@ class Mirror:
         report.retries = stats.retries - retries_before
         report.duration = time.monotonic() - started
         return report
+
+
+def _subjects(item: PlanItem, ledgers: dict[str, Ledger]) -> list[str]:
+    """Where to look for new artifacts of a tag already mirrored, without fetching its manifest: the tagged
+    digest (unless a platform subset gave the target another one) and the index children the ledger knows
+    artifacts on. Artifacts found are looked into in turn (artifacts of artifacts)."""
+    out = [item.source_digest] if item.source_digest and not item.spec.platforms else []
+    ledger = ledgers.get(item.spec.label)
+    entry = ledger.get(item.rel, item.tag) if ledger is not None else None
+    if entry is not None:
+        artifacts = {a.digest for a in entry.artifacts}
+        out += sorted({a.subject for a in entry.artifacts} - artifacts - set(out))
+    return out

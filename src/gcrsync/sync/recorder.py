@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 from gcrsync.engine.plan import PlanItem
-from gcrsync.engine.result import ImageResult
+from gcrsync.engine.result import Attached, ImageResult
 from gcrsync.ledger import Added, Failed, Ledger, LedgerFiles, Removed, RunChanges, Updated
+from gcrsync.ledger.changelog import Attached as AttachedChange
 from gcrsync.sync.journal import ChangeJournal
 from gcrsync.sync.report import NamespaceResult
 
@@ -73,7 +74,32 @@ class NotListed:
     namespace: NamespaceResult
 
 
-Event = ImageDone | AlreadyThere | RemovedUpstream | PruneFailed | NotPlanned | NotListed
+@dataclass(frozen=True)
+class ArtifactsChecked:
+    """What is attached to a tag that was already mirrored, after looking for new artifacts at the source."""
+
+    item: PlanItem
+    found: list[Attached]
+    error: str | None
+
+
+Event = ImageDone | AlreadyThere | RemovedUpstream | PruneFailed | NotPlanned | NotListed | ArtifactsChecked
+
+_KIND_NAMES = {"sig": "signature", "att": "attestation", "sbom": "SBOM"}
+
+
+def artifact_label(found: Attached) -> str:
+    """signature / attestation / SBOM, else the artifactType (or the tag-schema suffix) as it is."""
+    if found.kind != "referrer":
+        return _KIND_NAMES.get(found.kind, found.kind)
+    kind = found.artifact_type or "artifact"
+    if "cosign.artifact.sig" in kind or "simplesigning" in kind:
+        return "signature"
+    if any(word in kind for word in ("in-toto", "dsse", "sigstore.bundle", "attestation")):
+        return "attestation"
+    if "spdx" in kind or "cyclonedx" in kind:
+        return "SBOM"
+    return kind
 
 
 class Recorder:
@@ -130,6 +156,8 @@ class Recorder:
             case NotListed(ns):
                 self.changes.failed.append(Failed(ns.spec.label, ns.spec.target_prefix,
                                                   f"listing failed: {ns.error}"))
+            case ArtifactsChecked(item, found, error):
+                self._attachments(item, found, error)
 
     def _image_done(self, item: PlanItem, result: ImageResult) -> None:
         if result.state == "failed":
@@ -147,6 +175,21 @@ class Recorder:
             self._note("updated", Updated(item.source, item.target, item.target_digest, result.digest))
         elif item.state == "new" and result.state == "copied":
             self._note("added", Added(item.source, item.target, result.digest))
+        self._attachments(item, result.artifacts, result.artifacts_error)
+
+    def _attachments(self, item: PlanItem, found: list[Attached], error: str | None) -> None:
+        """The ledger lists what is attached to the tag now; the CHANGELOG what arrived at the target."""
+        ledger = self.ledgers.get(item.spec.label)
+        if ledger is not None and error is None:  # a failed check knows only part of it: keep the record
+            records = [{"digest": a.digest, "kind": a.kind, "subject": a.subject, "artifact_type": a.artifact_type}
+                       for a in found]
+            if ledger.set_artifacts(item.rel, item.tag, records):
+                self._changed(ledger)
+        copied = tuple((artifact_label(a), a.digest) for a in found if a.copied)
+        if copied:
+            self.changes.attached.append(AttachedChange(item.target, copied))
+        if error:
+            self.changes.failed.append(Failed(item.source, item.target, error))
 
     def _already_there(self, item: PlanItem) -> None:
         """Recorded when missing from the ledger (a first run with a fresh ledger, or a bootstrap) or recorded

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gcrsync.engine.plan import Plan, PlanItem, SourceSpec
+from gcrsync.engine.result import Attached
 from gcrsync.engine.run import RunOutcome
 from gcrsync.ledger import RunChanges
 
@@ -37,6 +38,8 @@ class SyncReport:
     commit: str | None = None
     metadata_error: str | None = None
     interrupted: bool = False  # a stop request (SIGTERM/SIGINT) arrived during the run
+    # What is attached to tags that were already mirrored (checked for new signatures), per item.
+    attached: dict[int, tuple[list[Attached], str | None]] = field(default_factory=dict)
 
     EXIT_INTERRUPTED = 3  # the exit status of a run a stop request left with pending images
 
@@ -57,9 +60,15 @@ class SyncReport:
         return [i for i in self.plan.by_state("removed") if i.error]
 
     @property
+    def artifact_errors(self) -> list[str]:
+        errors = [r.artifacts_error for _, r in self.outcome.results if r.artifacts_error]
+        return errors + [e for _, e in self.attached.values() if e]
+
+    @property
     def ok(self) -> bool:
         return (
             not self.outcome.failed
+            and not self.artifact_errors
             and not any(n.error or n.guard for n in self.namespaces)
             and not self.plan.by_state("error")
             and not self.prune_failed
@@ -70,9 +79,11 @@ class SyncReport:
     def to_json(self) -> dict[str, Any]:
         results = {id(item): res for item, res in self.outcome.results}
         pending = {id(item) for item in self.outcome.skipped}
-        images = []
+        images: list[dict[str, Any]] = []
         for item in self.plan.items:
             res = results.get(id(item))
+            attached, attached_error = (res.artifacts, res.artifacts_error) if res else self.attached.get(
+                id(item), ([], None))
             images.append({
                 "source": item.source,
                 "target": item.target,
@@ -86,7 +97,9 @@ class SyncReport:
                 "blobs_mounted": res.blobs_mounted if res else 0,
                 "blobs_skipped": res.blobs_skipped if res else 0,
                 "sparse_children_missing": res.sparse_children_missing if res else 0,
-                "error": (res.error if res else item.error),
+                "artifacts": [a.to_json() for a in attached],
+                "artifacts_copied": sum(1 for a in attached if a.copied),
+                "error": (res.error if res else item.error) or attached_error,
             })
         states: dict[str, int] = {}
         for img in images:
@@ -103,6 +116,8 @@ class SyncReport:
                 "states": states,
                 "bytes_copied": sum(int(i["bytes"] or 0) for i in images),
                 "bytes_pulled": self.bytes_pulled,
+                "artifacts": sum(len(i["artifacts"]) for i in images),
+                "artifacts_copied": sum(int(i["artifacts_copied"]) for i in images),
                 "requests": self.requests,
                 "retries": self.retries,
             },
