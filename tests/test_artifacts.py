@@ -4,12 +4,17 @@ schema), with cosign-shaped artifacts on a multi-arch index and on one of its ch
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tools.imagefactory import SPDX_JSON, cosign_tag, push_attached, push_index
+from click.testing import CliRunner
+from tools.imagefactory import DOCKER_MANIFEST, SPDX_JSON, cosign_tag, make_layer, push_attached, push_image, push_index
 
+from gcrsync.cli import main
 from gcrsync.engine.artifacts import ArtifactPolicy, copy_attached
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import copy_image
@@ -43,8 +48,6 @@ def attach_all(server: Any, repo: str, seed: int, *, referrers: bool = True) -> 
     pusher = server.pusher()
     index = push_index(pusher, repo, "v1", [("linux", "amd64", None), ("linux", "arm64", "v8")], 2_000, seed=seed)
     index_raw, _ = pusher.get_manifest(repo, index)
-    import json
-
     child = json.loads(index_raw)["manifests"][0]
     on_index = {"mediaType": INDEX_TYPE, "digest": index, "size": len(index_raw)}
     on_child = {k: child[k] for k in ("mediaType", "digest", "size")}
@@ -139,3 +142,78 @@ async def test_artifact_type_filter_and_switch(fronts: dict[str, Any], client: R
     _, _, none = await mirror(client, fronts["native-src"], fronts["native-dst"], repo,
                               ArtifactPolicy(enabled=False))
     assert none == []
+
+
+# --- end to end: `gcrsync sync` and `gcrsync copy` ------------------------------------------------------------
+
+
+def cli(tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
+    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
+    env = {"DOCKER_CONFIG": str(tmp_path / "nodocker"), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    extra = ["--report", str(report)] if args[0] == "sync" else []
+    result = CliRunner().invoke(main, [*args, *extra], env=env)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return result.exit_code, result.output, data
+
+
+def test_sync_mirrors_artifacts_records_them_and_picks_up_a_new_signature(
+    fronts: dict[str, Any], tmp_path: Path,
+) -> None:
+    ns = unique_repo("signed")
+    src, dst = fronts["native-src"], fronts["plain-dst"]
+    index, artifacts = attach_all(src, f"{ns}/app", seed=1805)
+    v2, v2_raw = push_image(src.pusher(), f"{ns}/app", "v2", layers=[make_layer(1806, 1_000)])
+    v2_desc = {"mediaType": DOCKER_MANIFEST, "digest": v2, "size": len(v2_raw)}
+    v2_sig = push_attached(src.pusher(), f"{ns}/app", "sig", v2_desc, tag=cosign_tag(v2, "sig"),
+                           with_subject=False, seed=1806)[0]
+    other = push_image(src.pusher(), f"{ns}/app", "v3", layers=[make_layer(1807, 1_000)])[0]
+    push_attached(src.pusher(), f"{ns}/app", "sig", {"mediaType": DOCKER_MANIFEST, "digest": other, "size": 1},
+                  tag=cosign_tag(other, "sig"), with_subject=False, seed=1807)
+    meta = tmp_path / "meta"
+    dest = f"{dst.host}/{ns}"
+    code, out, report = cli(tmp_path, "sync", f"{src.host}/{ns}", "--dest", dest, "--exclude", "v3",
+                            "--metadata", str(meta))
+    assert code == 0, out
+    assert report["totals"]["artifacts"] == len(artifacts) + 1 == report["totals"]["artifacts_copied"]
+    target = set(dst.pusher().list_tags(f"{ns}/app"))
+    assert cosign_tag(v2, "sig") in target and cosign_tag(other, "sig") not in target  # v3 was filtered out
+    assert skopeo_digest(dst.ref(f"{ns}/app", cosign_tag(v2, "sig"))) == v2_sig
+    ledger = json.loads(next(meta.rglob(f"{ns}.json")).read_text())
+    recorded = {a["digest"] for a in ledger["images"]["app"]["v1"]["artifacts"]}
+    assert recorded == set(artifacts.values())
+    changelog = (meta / "CHANGELOG.md").read_text()
+    assert "signature (" in changelog and "SBOM (" in changelog and "attestation (" in changelog
+    # A signature added at the source after the image was mirrored is picked up by the next run.
+    index_raw, _ = src.pusher().get_manifest(f"{ns}/app", index)
+    late = push_attached(src.pusher(), f"{ns}/app", "sbom",
+                         {"mediaType": INDEX_TYPE, "digest": index, "size": len(index_raw)}, seed=1808)[0]
+    code, out, report = cli(tmp_path, "sync", f"{src.host}/{ns}", "--dest", dest, "--exclude", "v3",
+                            "--metadata", str(meta))
+    assert code == 0, out
+    assert report["totals"]["states"] == {"unchanged": 2} and report["totals"]["artifacts_copied"] == 1
+    listed = {e["digest"] for e in asyncio.run(_fallback(client_host=dst.host, repo=f"{ns}/app", digest=index))}
+    assert late in listed
+    assert (meta / "CHANGELOG.md").read_text().count("SBOM (") == 2
+    # --no-referrers: nothing attached is looked at.
+    code, out, report = cli(tmp_path, "sync", f"{src.host}/{ns}", "--dest", f"{dst.host}/{ns}-bare",
+                            "--exclude", "v3", "--no-referrers", "--dry-run")
+    assert code == 0 and report["totals"]["artifacts"] == 0
+
+
+async def _fallback(*, client_host: str, repo: str, digest: str) -> list[dict[str, Any]]:
+    async with Transport(TransportOptions(max_attempts=1)) as transport:
+        store = RegistryClient(transport, CredentialStore(use_docker_config=False)).repository(client_host, repo)
+        return (await store.fallback_referrers(digest))[0]
+
+
+def test_copy_takes_the_artifacts_along(fronts: dict[str, Any], tmp_path: Path) -> None:
+    repo = unique_repo("copyart")
+    src, dst = fronts["native-src"], fronts["native-dst"]
+    index, artifacts = attach_all(src, repo, seed=1809)
+    code, out, _ = cli(tmp_path, "copy", f"{src.host}/{repo}:v1", f"{dst.host}/{repo}:v1")
+    assert code == 0, out
+    assert f"{len(artifacts)} attached artifacts ({len(artifacts)} copied)" in out
+    assert dst.referrers_of(repo, index) == {artifacts["index-sig"], artifacts["index-att"]}
+    code, out, _ = cli(tmp_path, "copy", f"{src.host}/{repo}:v1", f"{dst.host}/{repo}-plain:v1", "--no-referrers")
+    assert code == 0 and "attached" not in out

@@ -9,10 +9,12 @@ import click
 from gcrsync.cli.common import ByteProgress, registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import checked, credential_store, load, parse_creds, user_platforms
 from gcrsync.cli.settings import transport_options as settings_transport
+from gcrsync.engine.artifacts import ArtifactPolicy, copy_attached
 from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import CopyOptions, copy_image
 from gcrsync.engine.endpoints import open_store, ref_of
+from gcrsync.engine.result import Attached
 from gcrsync.errors import ConfigError, GcrsyncError, first_error
 from gcrsync.reference import Reference, parse_location
 from gcrsync.registry.credentials import Credential
@@ -35,10 +37,13 @@ log = logging.getLogger("gcrsync")
               "(prefer the GCRSYNC_SRC_CREDS env var: arguments are visible to other processes).")
 @click.option("--dest-creds", envvar="GCRSYNC_DEST_CREDS", help="USER:PASSWORD for the destination registry "
               "(prefer GCRSYNC_DEST_CREDS).")
+@click.option("--referrers/--no-referrers", default=True, show_default=True,
+              help="Also copy the signatures, attestations and SBOMs attached to the image.")
 @run_async
 async def copy_command(
     source: str, destination: str, platforms: tuple[str, ...], jobs: int, timeout: float | None,
     proxy: str | None, force: bool, config_path: str | None, src_creds: str | None, dest_creds: str | None,
+    referrers: bool,
 ) -> None:
     """Copy one image from SOURCE to DESTINATION.
 
@@ -49,6 +54,7 @@ async def copy_command(
     Examples:
       gcrsync copy registry.k8s.io/pause:3.9 localhost:5000/mirror/pause:3.9
       gcrsync copy localhost:5000/app:v1 oci:./out:v1 --platform linux/amd64
+      gcrsync copy ghcr.io/org/app:v2 localhost:5000/app:v2 --no-referrers
     """
     src_loc = parse_location(source)
     dst_loc = parse_location(destination)
@@ -81,13 +87,19 @@ async def copy_command(
 
             try:
                 result = await copy_image(src, src_ref, dst, dst_ref, mover, CopyOptions(wanted, force))
+                attached: list[Attached] = []
+                if referrers:
+                    policy = ArtifactPolicy(include=list(config.defaults.artifact_types.include),
+                                            exclude=list(config.defaults.artifact_types.exclude))
+                    attached = await copy_attached(src, dst, result.subjects, mover, policy)
             except BaseException as exc:  # TaskGroup wraps failures in groups: surface the first one
                 inner = first_error(exc)
                 if isinstance(inner, GcrsyncError):
                     raise inner from None
                 raise
+    note = _attached_note(attached)
     if result.state == "unchanged":
-        stdout_line(f"unchanged {result.target} {result.digest}")
+        stdout_line(f"unchanged {result.target} {result.digest}{note}")
         return
     extra = ""
     if result.digest != result.source_digest:
@@ -95,5 +107,12 @@ async def copy_command(
     stdout_line(
         f"copied {result.source} → {result.target} {result.digest}{extra}: "
         f"{result.blobs_copied} blobs copied ({result.bytes_copied} bytes), {result.blobs_mounted} mounted, "
-        f"{result.blobs_skipped} already present"
+        f"{result.blobs_skipped} already present{note}"
     )
+
+
+def _attached_note(attached: list[Attached]) -> str:
+    if not attached:
+        return ""
+    copied = sum(1 for a in attached if a.copied)
+    return f"; {len(attached)} attached artifacts ({copied} copied)"
