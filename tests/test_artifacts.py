@@ -217,3 +217,63 @@ def test_copy_takes_the_artifacts_along(fronts: dict[str, Any], tmp_path: Path) 
     assert dst.referrers_of(repo, index) == {artifacts["index-sig"], artifacts["index-att"]}
     code, out, _ = cli(tmp_path, "copy", f"{src.host}/{repo}:v1", f"{dst.host}/{repo}-plain:v1", "--no-referrers")
     assert code == 0 and "attached" not in out
+
+
+def test_what_artifacts_cost_per_run_and_a_failure_keeps_the_image(fronts: dict[str, Any], tmp_path: Path) -> None:
+    ns = unique_repo("cost")
+    src, dst = fronts["native-src"], fronts["plain-dst"]
+    attach_all(src, f"{ns}/a", seed=1810)  # an index: 2 children, 5 artifacts
+    for name in ("b", "c"):
+        push_image(src.pusher(), f"{ns}/{name}", "v1", layers=[make_layer(1811 + len(name), 1_000)])
+    meta, dest = tmp_path / "meta", f"{dst.host}/{ns}"
+    before = src.stats["referrers"]
+    code, out, report = cli(tmp_path, "sync", f"{src.host}/{ns}", "--dest", dest, "--metadata", str(meta))
+    assert code == 0, out
+    # Copied: one request per mirrored manifest (a: index + 2 children, b, c) plus one per artifact found
+    # (artifacts of artifacts are looked for too).
+    assert src.stats["referrers"] - before == 5 + report["totals"]["artifacts"]
+    # Already mirrored: one request per tagged digest, plus one per artifact the check finds and follows.
+    before = src.stats["referrers"]
+    code, out, report = cli(tmp_path, "sync", f"{src.host}/{ns}", "--dest", dest, "--metadata", str(meta))
+    assert code == 0 and report["totals"]["artifacts_copied"] == 0, out
+    # a, b, c's tagged digests; a's child the ledger knows artifacts on; the 4 artifacts on a and its child.
+    assert src.stats["referrers"] - before == 3 + 1 + 4
+    # A source without the API: one request per run in all (the answer is remembered), none with the tag schema.
+    plain_ns = unique_repo("plaincost")
+    for name in ("x", "y", "z"):
+        push_image(fronts["plain-src"].pusher(), f"{plain_ns}/{name}", "v1", layers=[make_layer(1820, 500)])
+    fronts["plain-src"].clear_requests()
+    code, out, report = cli(tmp_path, "sync", f"{fronts['plain-src'].host}/{plain_ns}", "--dest",
+                            f"{dst.host}/{plain_ns}")
+    assert code == 0, out
+    assert len([r for r in fronts["plain-src"].requests() if "/referrers/" in r.path]) == 1
+    # The source's referrers failing: the run fails (exit 1) but the image is mirrored and recorded.
+    src.broken = True
+    try:
+        push_image(src.pusher(), f"{ns}/d", "v1", layers=[make_layer(1821, 700)])
+        code, out, report = cli(tmp_path, "sync", f"{src.host}/{ns}", "--dest", dest, "--metadata", str(meta))
+    finally:
+        src.broken = False
+    assert code == 1
+    assert "attached artifacts:" in out
+    assert skopeo_digest(dst.ref(f"{ns}/d", "v1")) == skopeo_digest(src.ref(f"{ns}/d", "v1"))
+    ledger = json.loads(next(meta.rglob(f"{ns}.json")).read_text())
+    assert "v1" in ledger["images"]["d"]
+
+
+async def test_artifacts_of_artifacts_follow_to_a_bounded_depth(fronts: dict[str, Any], client: RegistryClient) -> None:
+    """image ← sig1 ← sig2 ← … ← sig6: the first MAX_DEPTH + 1 levels travel, deeper ones do not (a loop or
+    an abuse would otherwise never end)."""
+    from gcrsync.engine.artifacts import MAX_DEPTH
+
+    repo = unique_repo("chain")
+    src = fronts["native-src"]
+    digest, raw = push_image(src.pusher(), repo, "v1", layers=[make_layer(1830, 500)])
+    subject = {"mediaType": DOCKER_MANIFEST, "digest": digest, "size": len(raw)}
+    chain = []
+    for level in range(MAX_DEPTH + 3):
+        pushed, body = push_attached(src.pusher(), repo, "sig", subject, seed=1831 + level)
+        chain.append(pushed)
+        subject = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": pushed, "size": len(body)}
+    _, _, attached = await mirror(client, src, fronts["native-dst"], repo)
+    assert [a.digest for a in attached] == chain[: MAX_DEPTH + 1]

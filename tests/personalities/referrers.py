@@ -26,6 +26,7 @@ class ReferrersRegistry:
     def __init__(self, registry_url: str, *, native: bool = True, page_size: int = 0) -> None:
         self.upstream = registry_url.rstrip("/")
         self.native = native
+        self.broken = False  # answer referrers requests with 500 (a registry failing mid-run)
         self.page_size = page_size  # >0: referrers answers are paged with Link
         self.index: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}  # (repo, subject) → digest → entry
         self.stats: Counter[str] = Counter()
@@ -70,6 +71,8 @@ class ReferrersRegistry:
         assert self.server.session is not None
         if "/referrers/" in path and request.method == "GET":
             self.stats["referrers"] += 1
+            if self.broken:
+                return web.json_response({"errors": [{"code": "UNKNOWN", "message": "backend down"}]}, status=500)
             if not self.native:
                 return web.json_response({"errors": [{"code": "NOT_FOUND", "message": "not found"}]}, status=404)
             repo, _, subject = path.partition("/referrers/")
