@@ -117,8 +117,8 @@ async def _referrers(src: ImageStore, dst: ImageStore, subject: str, mover: Blob
             result = await copy_image(src, digest, dst, digest, mover, CopyOptions(check_target=True))
             copied = result.state == "copied"
         out.append(Attached(subject, digest, "referrer", entry.get("artifactType"), copied=copied))
-    if isinstance(dst, HasReferrers) and not native:
-        await dst.add_fallback_referrers(subject, entries)
+    if isinstance(dst, HasReferrers) and not native and any(e["digest"] not in present for e in entries):
+        await dst.add_fallback_referrers(subject, entries)  # its own read-modify-write: the tag may have moved
     elif not isinstance(dst, HasReferrers):
         log.warning("%s cannot index referrers: %d artifact(s) of %s copied by digest only",
                     dst.name, len(entries), subject[:19])
