@@ -21,13 +21,13 @@ from typing import Any
 
 from aiohttp import web
 
-from personalities.base import RegistryReader, ThreadedApp, relay
+from personalities.base import Personality, RegistryReader, relay
 
 CAP = 10_000
 UPLOADED_MS = "1727784000123"
 
 
-class ArtifactRegistry:
+class ArtifactRegistry(Personality):
     def __init__(self, registry_url: str, *, prefix: str = "", cap: int = CAP,
                  extra_tags: dict[str, int] | None = None) -> None:
         self.upstream = registry_url.rstrip("/")
@@ -37,29 +37,8 @@ class ArtifactRegistry:
         self.stats: Counter[str] = Counter()
         app = web.Application()
         app.router.add_route("*", "/v2/{path:.*}", self._handle)
-        self.server = ThreadedApp(app, "artifact-registry")
-        self.reader = RegistryReader(self.upstream, lambda: self.server.session)  # type: ignore[arg-type,return-value]
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    def start(self) -> ArtifactRegistry:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> ArtifactRegistry:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(app, "artifact-registry")
+        self.reader = RegistryReader(self.upstream, lambda: self.session)
 
     def _strip(self, path: str) -> str | None:
         if not self.prefix:
@@ -81,11 +60,10 @@ class ArtifactRegistry:
         inner = self._strip(path)
         if inner is None:
             return _unknown(path)
-        assert self.server.session is not None
         target = f"{self.upstream}/v2/{inner}"
         if request.query_string:
             target += "?" + request.query_string
-        return await relay(request, self.server.session, target, lambda v: v.replace(self.upstream, self.url))
+        return await relay(request, self.session, target, lambda v: v.replace(self.upstream, self.url))
 
     async def _listing(self, node: str) -> dict[str, Any]:
         repos = await self.reader.repositories()
@@ -123,7 +101,7 @@ def _unknown(path: str) -> web.Response:
                              status=404)
 
 
-class K8sFront:
+class K8sFront(Personality):
     """registry.k8s.io's redirecting front. `redirect_query` (test-only) adds a query to every redirect, to
     make a backend page small so Link resolution after the redirect can be seen."""
 
@@ -134,28 +112,7 @@ class K8sFront:
         self.stats: Counter[str] = Counter()
         app = web.Application()
         app.router.add_route("*", "/v2/{path:.*}", self._handle)
-        self.server = ThreadedApp(app, "k8s-front")
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    def start(self) -> K8sFront:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> K8sFront:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(app, "k8s-front")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]

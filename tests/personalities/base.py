@@ -8,7 +8,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -78,6 +78,46 @@ class ThreadedApp:
         self.stop()
 
 
+def catch_all(handler: Handler) -> web.Application:
+    """An app sending every path to one handler (a personality that routes by itself)."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+class Personality:
+    """One behavioural fixture served by a ThreadedApp: `url`, `host`, `session`; start/stop or `with`."""
+
+    def __init__(self, app: web.Application, name: str) -> None:
+        self.server = ThreadedApp(app, name)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self.server.session is not None, "start the fixture first"
+        return self.server.session
+
+    def start(self) -> Self:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @dataclass
 class TagRecord:
     tag: str
@@ -125,6 +165,19 @@ class RegistryReader:
         async with self._session().get(f"{self.upstream}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}) as r:
             doc: dict[str, Any] = await r.json(content_type=None)
             return doc
+
+    async def tags_if_present(self, repo: str) -> list[str] | None:
+        """The repository's tags, or None when the registry does not list it."""
+        if repo not in await self.repositories():
+            return None
+        return await self.tags(repo)
+
+    async def manifest_raw(self, repo: str, ref: str) -> tuple[bytes | None, str]:
+        """(bytes, media type) of a manifest, or (None, "") when absent."""
+        async with self._session().get(f"{self.upstream}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}) as r:
+            if r.status != 200:
+                return None, ""
+            return await r.read(), r.headers.get("Content-Type", "")
 
     async def tag_records(self, repo: str, tags: list[str]) -> list[TagRecord]:
         found = await asyncio.gather(*(self.head(repo, t) for t in tags))

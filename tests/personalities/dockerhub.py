@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from personalities.base import RegistryReader, ThreadedApp
+from personalities.base import Personality, RegistryReader
 
 ANONYMOUS_OFFSET_CAP = 1000
 MAX_PAGE_SIZE = 100
@@ -29,7 +29,7 @@ CAP_MESSAGE = "pagination offset too large for anonymous requests; sign in to pa
 PUSHED = "2026-10-01T12:00:00.123456789Z"  # nine fractional digits, as the Hub sends
 
 
-class DockerHubApi:
+class DockerHubApi(Personality):
     def __init__(self, registry_url: str, *, users: dict[str, str] | None = None,
                  private: set[str] | None = None, token_uses: int | None = None) -> None:
         self.users = dict(users or {})  # identifier → secret (password or personal access token)
@@ -41,29 +41,8 @@ class DockerHubApi:
         app.router.add_post("/v2/auth/token", self._login)
         app.router.add_get("/v2/namespaces/{ns}/repositories", self._repositories)
         app.router.add_get("/v2/namespaces/{ns}/repositories/{repo}/tags", self._tags)
-        self.server = ThreadedApp(app, "hub-api")
-        self.reader = RegistryReader(registry_url, self._session)
-
-    def _session(self) -> Any:
-        assert self.server.session is not None
-        return self.server.session
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def start(self) -> DockerHubApi:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> DockerHubApi:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(app, "hub-api")
+        self.reader = RegistryReader(registry_url, lambda: self.session)
 
     # -- auth ------------------------------------------------------------------------------------------
     async def _login(self, request: web.Request) -> web.Response:

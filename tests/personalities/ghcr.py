@@ -27,15 +27,14 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from aiohttp import ClientSession, web
-from tools.imagefactory import ACCEPT_ALL, manifest_digest
+from aiohttp import web
+from tools.imagefactory import manifest_digest
 
 from harness import RegistryServer
-from personalities.base import RegistryReader, ThreadedApp, relay
+from personalities.base import RegistryReader, ThreadedApp, catch_all, relay
 
 _LIST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
@@ -52,8 +51,13 @@ class GhcrPersonality:
         self.token_logins: list[str | None] = []  # the GitHub token each registry token was issued for
         self._registry_tokens: set[str] = set()
         self.remaining = 5000
-        self.registry = ThreadedApp(_catch_all(self._registry), "ghcr-registry")
-        self.api = ThreadedApp(_catch_all(self._api), "ghcr-api")
+        self.registry = ThreadedApp(catch_all(self._registry), "ghcr-registry")
+        self.api = ThreadedApp(catch_all(self._api), "ghcr-api")
+
+    def _reader(self) -> RegistryReader:
+        assert self.api.session is not None
+        session = self.api.session
+        return RegistryReader(self.backend.url, lambda: session)
 
     def __enter__(self) -> GhcrPersonality:
         self.registry.start()
@@ -141,7 +145,7 @@ class GhcrPersonality:
         if request.query.get("package_type") != "container":
             return self._json({"message": "Invalid package_type", "documentation_url": "https://docs.github.com"},
                               400)
-        names = sorted({r[len(owner) + 1:] for r in await self._backend_repositories() if r.startswith(owner + "/")})
+        names = sorted({r[len(owner) + 1:] for r in await self._reader().repositories() if r.startswith(owner + "/")})
         items = [{"id": 5000 + i, "name": n, "package_type": "container", "visibility": "public",
                   "url": f"{self.api_url}/orgs/{owner}/packages/container/{quote(n, safe='')}",
                   "owner": {"login": owner}} for i, n in enumerate(names)]
@@ -149,14 +153,14 @@ class GhcrPersonality:
 
     async def _versions(self, request: web.Request, owner: str, name: str, raw_path: str) -> web.Response:
         repo = f"{owner}/{name}"
-        tags = await self._backend_tags(repo)
+        tags = await self._reader().tags_if_present(repo)
         if tags is None:
             return self._json({"message": "Package not found.", "documentation_url": "https://docs.github.com"},
                               404)
         by_digest: dict[str, list[str]] = {}
         children: list[str] = []
         for tag in tags:
-            raw, media_type = await self._manifest(repo, tag)
+            raw, media_type = await self._reader().manifest_raw(repo, tag)
             if raw is None:
                 continue
             by_digest.setdefault(manifest_digest(raw), []).append(tag)
@@ -201,27 +205,3 @@ class GhcrPersonality:
         return web.json_response(body, status=status, headers={**limits, **(headers or {})})
 
     # -- the real registry ----------------------------------------------------------------------------------
-    def _session(self) -> ClientSession:
-        assert self.api.session is not None
-        return self.api.session
-
-    async def _backend_repositories(self) -> list[str]:
-        return await RegistryReader(self.backend.url, self._session).repositories()
-
-    async def _backend_tags(self, repo: str) -> list[str] | None:
-        if repo not in await self._backend_repositories():
-            return None
-        return await RegistryReader(self.backend.url, self._session).tags(repo)
-
-    async def _manifest(self, repo: str, ref: str) -> tuple[bytes | None, str]:
-        async with self._session().get(f"{self.backend.url}/v2/{repo}/manifests/{ref}",
-                                        headers={"Accept": ACCEPT_ALL}) as resp:
-            if resp.status != 200:
-                return None, ""
-            return await resp.read(), resp.headers.get("Content-Type", "")
-
-
-def _catch_all(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return app

@@ -32,20 +32,20 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from aiohttp import ClientSession, web
-from tools.imagefactory import ACCEPT_ALL, RegistryPusher, manifest_digest, push_index
+from aiohttp import web
+from tools.imagefactory import RegistryPusher, manifest_digest, push_index
 
 from harness import RegistryServer
-from personalities.base import RegistryReader, ThreadedApp, relay
+from personalities.base import Personality, RegistryReader, catch_all, relay
 
 _LIST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
-class QuayPersonality:
+class QuayPersonality(Personality):
     def __init__(self, backend: RegistryServer, *, v1_page_size: int = 100, v2_page_size: int = 100,
                  repo_page_size: int = 100, robots: dict[str, str] | None = None) -> None:
         self.backend = backend
@@ -61,22 +61,8 @@ class QuayPersonality:
         self._tokens: dict[str, str | None] = {}  # issued token → robot name (None: anonymous)
         self._pages: dict[str, int] = {}  # opaque next_page token → offset
         self._clock = 1_700_000_000
-        self.app = ThreadedApp(_catch_all(self._handle), "quay")
-
-    def __enter__(self) -> QuayPersonality:
-        self.app.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.app.stop()
-
-    @property
-    def host(self) -> str:
-        return self.app.host
-
-    @property
-    def url(self) -> str:
-        return self.app.url
+        super().__init__(catch_all(self._handle), "quay")
+        self.reader = RegistryReader(backend.url, lambda: self.session)
 
     # -- dispatch ---------------------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -94,7 +80,7 @@ class QuayPersonality:
             return await self._catalog(request)
         if path.startswith("/v2/") and path.endswith("/tags/list"):
             return await self._tags_list(request, path[4:-10])
-        return await relay(request, self._session(), self.backend.url + request.path_qs)
+        return await relay(request, self.session, self.backend.url + request.path_qs)
 
     def _challenge(self) -> web.Response:
         header = f'Bearer realm="{self.url}/v2/auth",service="{self.host}"'
@@ -134,7 +120,7 @@ class QuayPersonality:
     async def _tags_list(self, request: web.Request, repo: str) -> web.Response:
         """Cursor pages in lexical order (`last` is the previous page's last tag), so a deletion never
         shifts a tag out of the walk. (distribution 2.8 does not page tags/list itself.)"""
-        tags = await self._backend_tags(repo)
+        tags = await self.reader.tags_if_present(repo)
         if tags is None:
             return web.json_response({"errors": [{"code": "NAME_UNKNOWN", "message": "repository name not known "
                                                   "to registry", "detail": {"name": repo}}]}, status=404)
@@ -152,7 +138,7 @@ class QuayPersonality:
         robot = self._robot(request)
         if robot is None:
             return web.json_response({"repositories": []})  # anonymous: quay.io shows nothing
-        names = await self._backend_repositories()
+        names = await self.reader.repositories()
         namespace = robot.split("+", 1)[0]
         visible = [n for n in names if n.startswith(namespace + "/")]
         limit = min(int(request.query.get("n") or 100), 100)
@@ -181,7 +167,7 @@ class QuayPersonality:
 
     async def _repositories(self, request: web.Request) -> web.Response:
         ns = request.query.get("namespace", "")
-        names = [n for n in await self._backend_repositories()
+        names = [n for n in await self.reader.repositories()
                  if n.startswith(ns + "/") and n not in self.private]
         start = 0
         if "next_page" in request.query:
@@ -199,7 +185,7 @@ class QuayPersonality:
     async def _tags(self, request: web.Request, repo: str) -> web.Response:
         if repo in self.v1_errors:
             return _error(*self.v1_errors[repo])
-        if repo in self.private or repo not in await self._backend_repositories():
+        if repo in self.private or repo not in await self.reader.repositories():
             return _error(404, "Not Found")
         limit = min(int(request.query.get("limit") or 50), 100, self.v1_page_size)
         page = int(request.query.get("page") or 1)
@@ -213,8 +199,8 @@ class QuayPersonality:
 
     async def _tag_dicts(self, repo: str) -> list[dict[str, Any]]:
         out = []
-        for tag in await self._backend_tags(repo) or []:
-            raw, media_type = await self._manifest(repo, tag)
+        for tag in await self.reader.tags_if_present(repo) or []:
+            raw, media_type = await self.reader.manifest_raw(repo, tag)
             if raw is None:
                 continue  # deleted since the listing
             ts = self.start_ts.setdefault((repo, tag), self._next_ts())
@@ -226,7 +212,7 @@ class QuayPersonality:
             }
             if media_type in _LIST_TYPES:
                 children = [m["digest"] for m in doc.get("manifests", [])]
-                present = [c for c in children if (await self._manifest(repo, c))[0] is not None]
+                present = [c for c in children if (await self.reader.manifest_raw(repo, c))[0] is not None]
                 entry.update(size=None, child_manifest_count=len(children), is_sparse=len(present) < len(children))
             else:
                 entry["size"] = sum(layer.get("size", 0) for layer in doc.get("layers", []))
@@ -238,24 +224,6 @@ class QuayPersonality:
         return self._clock
 
     # -- the real registry ----------------------------------------------------------------------------------
-    def _session(self) -> ClientSession:
-        assert self.app.session is not None
-        return self.app.session
-
-    async def _backend_repositories(self) -> list[str]:
-        return await RegistryReader(self.backend.url, self._session).repositories()
-
-    async def _backend_tags(self, repo: str) -> list[str] | None:
-        if repo not in await self._backend_repositories():
-            return None
-        return await RegistryReader(self.backend.url, self._session).tags(repo)
-
-    async def _manifest(self, repo: str, ref: str) -> tuple[bytes | None, str]:
-        async with self._session().get(f"{self.backend.url}/v2/{repo}/manifests/{ref}",
-                                        headers={"Accept": ACCEPT_ALL}) as resp:
-            if resp.status != 200:
-                return None, ""
-            return await resp.read(), resp.headers.get("Content-Type", "")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -277,9 +245,3 @@ def make_sparse_index(pusher: RegistryPusher, repo: str, tag: str, *, absent: li
     for child in gone:
         pusher.delete_manifest(repo, child)
     return digest, [c for c in children if c not in gone], gone
-
-
-def _catch_all(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return app

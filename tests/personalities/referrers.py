@@ -17,12 +17,12 @@ from typing import Any
 from aiohttp import web
 from tools.imagefactory import RegistryPusher
 
-from personalities.base import ThreadedApp, relay
+from personalities.base import Personality, relay
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
-class ReferrersRegistry:
+class ReferrersRegistry(Personality):
     def __init__(self, registry_url: str, *, native: bool = True, page_size: int = 0) -> None:
         self.upstream = registry_url.rstrip("/")
         self.native = native
@@ -32,28 +32,7 @@ class ReferrersRegistry:
         self.stats: Counter[str] = Counter()
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/v2/{path:.*}", self._handle)
-        self.server = ThreadedApp(app, "referrers")
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    def start(self) -> ReferrersRegistry:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> ReferrersRegistry:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(app, "referrers")
 
     def pusher(self) -> RegistryPusher:
         """Pushes through this front, so the referrers it serves include what the test pushes."""
@@ -68,7 +47,6 @@ class ReferrersRegistry:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
-        assert self.server.session is not None
         if "/referrers/" in path and request.method == "GET":
             self.stats["referrers"] += 1
             if self.broken:
@@ -80,15 +58,14 @@ class ReferrersRegistry:
         if "/manifests/" in path and request.method == "PUT":
             return await self._put_manifest(request, path)
         target = f"{self.upstream}/v2/{path}" + (f"?{request.query_string}" if request.query_string else "")
-        return await relay(request, self.server.session, target, lambda v: v.replace(self.upstream, self.url))
+        return await relay(request, self.session, target, lambda v: v.replace(self.upstream, self.url))
 
     async def _put_manifest(self, request: web.Request, path: str) -> web.StreamResponse:
         body = await request.read()
-        assert self.server.session is not None
         headers = {"Content-Type": request.headers.get("Content-Type", "")}
         if "Authorization" in request.headers:
             headers["Authorization"] = request.headers["Authorization"]
-        async with self.server.session.put(f"{self.upstream}/v2/{path}", data=body, headers=headers) as up:
+        async with self.session.put(f"{self.upstream}/v2/{path}", data=body, headers=headers) as up:
             answer = await up.read()
             out = {k: v.replace(self.upstream, self.url) for k, v in up.headers.items()
                    if k.lower() in ("docker-content-digest", "location", "content-type")}
