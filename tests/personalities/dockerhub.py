@@ -99,33 +99,35 @@ class DockerHubApi(Personality):
         headers = {"x-ratelimit-limit": "180", "x-ratelimit-remaining": "179", "x-ratelimit-reset": "1"}
         return web.json_response(doc, headers=headers)
 
-    async def _repositories(self, request: web.Request) -> web.Response:
-        self.stats["repositories"] += 1
+    def _listing_request(self, request: web.Request, what: str) -> tuple[bool, int, int] | web.Response:
+        """(authenticated, page, page size) of a listing call, or the API's refusal."""
+        self.stats[what] += 1
         auth = self._authenticated(request)
         if isinstance(auth, web.Response):
             return auth
         paging = self._page(request)
-        if isinstance(paging, web.Response):
-            return paging
+        return paging if isinstance(paging, web.Response) else (auth, *paging)
+
+    async def _repositories(self, request: web.Request) -> web.Response:
+        asked = self._listing_request(request, "repositories")
+        if isinstance(asked, web.Response):
+            return asked
+        auth, page, size = asked
         ns = request.match_info["ns"]
         names = sorted(r.split("/", 1)[1] for r in await self.reader.repositories()
                        if r.startswith(ns + "/") and r.count("/") == 1 and (auth or r not in self.private))
         items = [{"name": n, "namespace": ns, "repository_type": "image", "is_private": f"{ns}/{n}" in self.private}
                  for n in names]
-        return self._answer(request, items, *paging, auth)
+        return self._answer(request, items, page, size, auth)
 
     async def _tags(self, request: web.Request) -> web.Response:
-        self.stats["tags"] += 1
-        auth = self._authenticated(request)
-        if isinstance(auth, web.Response):
-            return auth
-        paging = self._page(request)
-        if isinstance(paging, web.Response):
-            return paging
+        asked = self._listing_request(request, "tags")
+        if isinstance(asked, web.Response):
+            return asked
+        auth, page, size = asked
         repo = f"{request.match_info['ns']}/{request.match_info['repo']}"
         if repo in self.private and not auth:
             return web.json_response({"message": "object not found", "errinfo": {}}, status=404)
-        page, size = paging
         offset = (page - 1) * size
         tags = await self.reader.tags(repo)
         window = tags[offset:offset + size]
