@@ -96,6 +96,7 @@ class BlobMover:
         self._domain_inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}  # (domain, digest)
         self.bytes_pulled = 0
         self.pulls: dict[str, int] = {}  # digest → times fetched from a source (tests, bench, reports)
+        self.pulled_bytes: dict[str, int] = {}  # digest → bytes fetched from a source, all attempts
 
     def _remember(self, store: ImageStore, digest: str) -> None:
         if (store.name, digest) in self._present:
@@ -244,4 +245,5 @@ class BlobMover:
             raise
         finally:
             self.bytes_pulled += counted
+            self.pulled_bytes[desc.digest] = self.pulled_bytes.get(desc.digest, 0) + counted
         return counted

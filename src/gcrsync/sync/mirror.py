@@ -94,7 +94,7 @@ class Mirror:
             if ledger is not None:
                 ledgers[spec.label] = ledger
         plan, namespaces = await self.plan(ledgers)
-        report = SyncReport(plan=plan, namespaces=namespaces)
+        report = SyncReport(plan=plan, namespaces=namespaces, shard=self.options.shard)
         if on_plan is not None:
             on_plan(plan)
         if not self.options.dry_run:
@@ -129,6 +129,7 @@ class Mirror:
                     if ns.error:
                         recorder.record(NotListed(ns))
             report.bytes_pulled = mover.bytes_pulled
+            report.pulled_blobs = dict(mover.pulled_bytes)  # shards' reports are compared for duplicates
         report.interrupted = stop is not None and stop.is_set()
         report.requests = stats.total_requests - requests_before
         report.retries = stats.retries - retries_before

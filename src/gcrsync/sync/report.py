@@ -14,6 +14,7 @@ from typing import Any
 from gcrsync.engine.plan import Plan, PlanItem, SourceSpec
 from gcrsync.engine.run import RunOutcome
 from gcrsync.ledger import RunChanges
+from gcrsync.sync.shard import Shard
 
 
 @dataclass
@@ -37,6 +38,8 @@ class SyncReport:
     commit: str | None = None
     metadata_error: str | None = None
     interrupted: bool = False  # a stop request (SIGTERM/SIGINT) arrived during the run
+    shard: Shard | None = None  # this run planned only this share of the repositories (sync.shard)
+    pulled_blobs: dict[str, int] = field(default_factory=dict)  # digest → bytes fetched from a source
 
     EXIT_INTERRUPTED = 3  # the exit status of a run a stop request left with pending images
 
@@ -109,4 +112,6 @@ class SyncReport:
             "commit": self.commit,
             "metadata_error": self.metadata_error,
             "interrupted": self.interrupted,
+            "shard": str(self.shard) if self.shard is not None else None,
+            "pulled_blobs": dict(sorted(self.pulled_blobs.items())),
         }
