@@ -23,6 +23,9 @@ log = logging.getLogger("gcrsync.blobs")
 
 UPLOAD_ATTEMPTS = 4  # tries at one blob copy when the target fails the (unreplayable) upload
 UPLOAD_BACKOFF = 0.2  # seconds before the first restart; doubles each time, with jitter
+# A mount attempt at a peer costs one request whether or not the peer holds the blob: worth it only where a
+# pull would cost more than a few requests.
+PEER_MIN_SIZE = 1024 * 1024
 
 
 async def verified(
@@ -85,7 +88,14 @@ class BlobMover:
     """Shared by every image copy of a run."""
 
     def __init__(self, jobs: int = 4, on_bytes: Callable[[int], None] | None = None,
-                 locations: BlobLocations | None = None, on_start: Callable[[int], None] | None = None) -> None:
+                 locations: BlobLocations | None = None, on_start: Callable[[int], None] | None = None,
+                 peers: dict[str, list[str]] | None = None, peer_min_size: int = PEER_MIN_SIZE) -> None:
+        # Other workers' target repositories (domain → repository paths), e.g. the repository each other shard
+        # of a sharded sync copies first: a blob of at least peer_min_size bytes is mounted from one of them
+        # when it holds it, instead of being pulled from the source again (the target is the rendezvous).
+        self.peers = peers or {}
+        self.peer_min_size = peer_min_size
+        self.peer_mounts = 0  # blobs mounted from a peer's repository (report)
         self.on_start = on_start  # told each transfer's size as it begins (progress totals)
         self.locations = locations  # remembered across runs; None in library use unless given
         self._transfers = asyncio.Semaphore(max(1, jobs))
@@ -162,6 +172,9 @@ class BlobMover:
         if await self._mount_remembered(desc, dst):
             result.blobs_mounted += 1
             return
+        if await self._mount_from_peers(desc, dst):
+            result.blobs_mounted += 1
+            return
         # Cross-repo mount from the source itself, when source and target share a registry.
         if src.domain == dst.domain and src.name != dst.name and await dst.mount_blob(desc, src):
             self._remember(dst, desc.digest)
@@ -211,6 +224,16 @@ class BlobMover:
                 self._remember(dst, desc.digest)
                 return True
             self.locations.forget(dst.domain, desc.digest, name)
+        return False
+
+    async def _mount_from_peers(self, desc: Descriptor, dst: ImageStore) -> bool:
+        if desc.size < self.peer_min_size or not isinstance(dst, OpensSiblings):
+            return False
+        for name in self.peers.get(dst.domain, ()):
+            if name != dst.repository and await dst.mount_blob(desc, dst.sibling(name)):
+                self._remember(dst, desc.digest)
+                self.peer_mounts += 1
+                return True
         return False
 
     async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore,

@@ -32,7 +32,7 @@ from gcrsync.sync.endpoints import Endpoints
 from gcrsync.sync.guard import guard_removals
 from gcrsync.sync.options import SyncOptions
 from gcrsync.sync.report import NamespaceResult
-from gcrsync.sync.shard import Split, split_listings
+from gcrsync.sync.shard import ShardedPlan, Split, peer_repositories, split_listings
 
 log = logging.getLogger("gcrsync.sync")
 
@@ -48,7 +48,6 @@ async def discover_namespace(client: RegistryClient, spec: SourceSpec, options: 
 async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[SourceSpec], options: SyncOptions,
                     ledgers: dict[str, Ledger]) -> tuple[Plan, list[NamespaceResult]]:
     """List every namespace, then decide each tag's state with HEADs (or the ledger, when trusted)."""
-    plan = Plan()
     namespaces: list[NamespaceResult] = []
     listings = await asyncio.gather(*(discover_namespace(client, s, options) for s in sources),
                                     return_exceptions=True)
@@ -56,6 +55,7 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
               if not isinstance(listing, BaseException)]
     shard = options.shard
     split = split_listings(listed, shard.count) if shard is not None else None
+    plan = Plan() if shard is None else ShardedPlan()
     everything: list[PlanItem] = []  # every shard's items: collisions are refused for the whole plan
     for spec, listing in zip(sources, listings, strict=True):
         if isinstance(listing, BaseException):
@@ -83,6 +83,8 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
             plan.items.extend(items)
             plan.items.extend(removed)
     check_collisions(everything)
+    if isinstance(plan, ShardedPlan) and split is not None and shard is not None:
+        plan.peers = peer_repositories(everything, split, shard.index)
 
     def lookup(item: PlanItem) -> tuple[str, str | None] | None:
         ledger = ledgers.get(item.spec.label)

@@ -40,6 +40,7 @@ class SyncReport:
     interrupted: bool = False  # a stop request (SIGTERM/SIGINT) arrived during the run
     shard: Shard | None = None  # this run planned only this share of the repositories (sync.shard)
     pulled_blobs: dict[str, int] = field(default_factory=dict)  # digest → bytes fetched from a source
+    peer_mounts: int = 0  # blobs mounted from another shard's target repository instead of pulled
 
     EXIT_INTERRUPTED = 3  # the exit status of a run a stop request left with pending images
 
@@ -106,6 +107,7 @@ class SyncReport:
                 "states": states,
                 "bytes_copied": sum(int(i["bytes"] or 0) for i in images),
                 "bytes_pulled": self.bytes_pulled,
+                "blobs_mounted_from_other_shards": self.peer_mounts,
                 "requests": self.requests,
                 "retries": self.retries,
             },

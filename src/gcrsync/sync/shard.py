@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from gcrsync.engine.plan import SourceSpec, relative_path
+from gcrsync.engine.plan import Plan, PlanItem, SourceSpec, relative_path
 from gcrsync.engine.select import select_tags
 from gcrsync.errors import ConfigError
 from gcrsync.registry.discovery import DiscoveredRepo
@@ -190,3 +190,30 @@ def split_listings(listings: Iterable[tuple[SourceSpec, list[DiscoveredRepo]]], 
         split._owner.update(owners)
     split.by_bytes = split.by_bytes and bool(split.repos)
     return split
+
+
+@dataclass
+class ShardedPlan(Plan):
+    """One shard's plan, plus where the other shards' copies can be found at the target first."""
+
+    peers: dict[str, list[str]] = field(default_factory=dict)  # target domain → repository paths
+
+
+def peer_repositories(everything: list[PlanItem], split: Split, me: int) -> dict[str, list[str]]:
+    """For each other shard, the target repository of its first item in plan order: the one it copies (or
+    already holds) first, so by the time this shard needs a widely shared layer it is most likely there.
+    Registry targets only (a layout is local to the machine that writes it)."""
+    firsts: dict[int, str] = {}
+    for item in everything:
+        shard = split.owner(item.spec, item.rel)
+        if shard != me and shard not in firsts and not item.target_repo.startswith("oci:"):
+            firsts[shard] = item.target_repo
+    peers: dict[str, list[str]] = {}
+    for _, target in sorted(firsts.items()):
+        host, _, path = target.partition("/")
+        peers.setdefault(host, []).append(path)
+    return peers
+
+
+def plan_peers(plan: Plan) -> dict[str, list[str]]:
+    return plan.peers if isinstance(plan, ShardedPlan) else {}

@@ -1,0 +1,188 @@
+"""Sharded syncs end to end: N `gcrsync sync --shard I/N` processes at once, real registries, one bare git remote.
+
+The shards share one XDG cache (one machine): each keeps its own metadata clone (its lock would otherwise
+make them wait) and they share the blob-location hints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tools.imagefactory import derive_seed, make_layer, push_image
+
+from faultproxy import FaultProxy
+from harness import RegistryServer, unique_repo
+from test_metadata_e2e import (
+    DEADLINE,
+    Gcrsync,
+    bare_remote,
+    cli,  # noqa: F401  (fixture)
+    isolated_git,  # noqa: F401  (autouse fixture)
+    proc_output,
+    procs,  # noqa: F401  (fixture)
+    remote_ledger,
+    seed,
+    show,
+    target_head,
+    wait_for,
+)
+
+N = 3
+NAMES = [f"r{i}" for i in range(9)]
+
+
+def shard_of(cli: Gcrsync, args: tuple[str, ...]) -> dict[str, int]:
+    """repository → shard, as `gcrsync plan --shards N --json` prints it."""
+    run = cli.run("plan", *args, "--shards", str(N), "--json")
+    assert run.code == 0, run.output
+    doc = json.loads(run.output)
+    assert doc["weighed_by"] == "tags" and sum(s["tags"] for s in doc["per_shard"]) == sum(
+        r["tags"] for r in doc["repositories"])
+    return {r["repository"]: r["shard"] for r in doc["repositories"]}
+
+
+def manifest_puts(server: RegistryServer, dest: str) -> dict[str, int]:
+    """"repo:tag" → tagged manifest PUTs the target logged under dest/ (a copy pushes its tag exactly once)."""
+    out: dict[str, int] = {}
+    for req in server.requests():
+        m = re.match(rf"^/v2/{re.escape(dest)}/(.+)/manifests/([^/]+)$", req.path)
+        if req.method == "PUT" and m and not m.group(2).startswith("sha256:") and req.status == 201:
+            key = f"{m.group(1)}:{m.group(2)}"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def comparable(ledger: dict[str, dict[str, Any]], dest: str) -> dict[str, tuple[Any, ...]]:
+    return {k: (e["digest"], e.get("media_type"), e["target"].replace(dest, "DEST")) for k, e in ledger.items()}
+
+
+def test_three_shards_at_once_equal_one_run_and_a_killed_shard_redoes_only_its_share(
+        registry: RegistryServer, registry2: RegistryServer, cli: Gcrsync, tmp_path: Path,
+        procs: list[subprocess.Popen[bytes]]) -> None:
+    ns, single_dest, dest = unique_repo("shard"), unique_repo("one"), unique_repo("sharded")
+    expected = seed(registry, ns, NAMES, ["v1", "v2"])
+    # A base layer shared by every repository: pulled by each shard once at most.
+    base = make_layer(derive_seed(1, ns, "base"), 1_200_000)  # above PEER_MIN_SIZE: worth a mount attempt
+    for name in NAMES:
+        expected[f"{name}:v3"], _ = push_image(registry.pusher(), f"{ns}/{name}", "v3",
+                                               layers=[base, make_layer(derive_seed(2, ns, name), 500)])
+    source = f"{registry.host}/{ns}"
+    owners = shard_of(cli, (source, "--dest", f"{registry2.host}/{dest}"))
+    assert set(owners) == set(NAMES) and set(owners.values()) == set(range(N))  # every shard has work here
+
+    one_remote = bare_remote(tmp_path / "one.git")
+    single = cli.sync(source, "--dest", f"{registry2.host}/{single_dest}", "--metadata", str(one_remote))
+    assert single.code == 0, single.output
+
+    remote = bare_remote(tmp_path / "sharded.git")
+    registry2.clear_requests()
+    registry.clear_requests()
+    reports = [tmp_path / f"shard-{i}.json" for i in range(N)]
+    for i in range(N):
+        procs.append(cli.spawn("sync", source, "--dest", f"{registry2.host}/{dest}", "--metadata", str(remote),
+                               "--shard", f"{i}/{N}", "--report", str(reports[i])))
+    for proc in procs:
+        assert proc.wait(timeout=DEADLINE * 3) == 0, proc_output(proc)
+    docs = [json.loads(r.read_text()) for r in reports]
+
+    # Each shard planned and copied its own repositories only; together, everything, each image once.
+    copied: list[str] = []
+    for i, doc in enumerate(docs):
+        assert doc["shard"] == f"{i}/{N}"
+        for image in doc["images"]:
+            repo = image["source"].split(f"/{ns}/", 1)[1].rsplit(":", 1)[0]
+            assert owners[repo] == i, image
+            assert image["state"] == "copied", image
+            copied.append(image["source"])
+    assert sorted(copied) == sorted(f"{source}/{k}" for k in expected)
+    assert manifest_puts(registry2, dest) == dict.fromkeys(expected, 1)  # no image copied twice
+    # The union equals the single-process run: the same target digests, the same ledger.
+    for key, digest in expected.items():
+        name, tag = key.split(":")
+        assert target_head(registry2, f"{dest}/{name}", tag) == digest == target_head(
+            registry2, f"{single_dest}/{name}", tag)
+    sharded_ledger = remote_ledger(remote, registry, ns)
+    assert comparable(sharded_ledger, dest) == comparable(remote_ledger(one_remote, registry, ns), single_dest)
+    # One CHANGELOG block per shard, each naming its shard and telling its own images; every image exactly once.
+    changelog = show(remote, "CHANGELOG.md")
+    headings = [line for line in changelog.splitlines() if line.startswith("## ")]
+    assert sorted(h.rsplit("· ", 1)[1] for h in headings) == [f"shard {i}/{N}" for i in range(N)]
+    added = [line for line in changelog.splitlines() if line.startswith("- `")]
+    assert sorted(line.split("`")[1] for line in added) == sorted(f"{source}/{k}" for k in expected)
+    # Cross-shard duplicate pulls, as merge-reports counts them from the shards' reports, are what the source
+    # really served more than once (its access log).
+    merged = cli.run("merge-reports", *map(str, reports), "--json")
+    assert merged.code == 0, merged.output
+    counts = json.loads(merged.output)
+    gets = Counter(r.path.rsplit("/", 1)[1] for r in registry.requests()
+                   if r.method == "GET" and r.path.startswith(f"/v2/{ns}/") and "/blobs/sha256:" in r.path)
+    assert counts["duplicate_blobs"] == sum(1 for n in gets.values() if n > 1)
+    assert counts["bytes_pulled"] - counts["unique_bytes_pulled"] == counts["duplicate_bytes"]
+    assert counts["states"] == {"copied": len(expected)} and counts["missing"] == []
+    lost = cli.run("merge-reports", str(reports[0]), str(reports[2]))
+    assert lost.code == 1 and f"missing: 1/{N}" in lost.output
+
+    # New tags everywhere; shard 1 is killed while its copies hang, the other shards finish.
+    for name in NAMES:
+        expected[f"{name}:v4"], _ = push_image(registry.pusher(), f"{ns}/{name}", "v4",
+                                               layers=[make_layer(derive_seed(3, ns, name), 700)])
+    procs.clear()
+    with FaultProxy(registry2.url) as proxy:
+        proxy.add_fault("stall", methods=("PUT",), path=rf"^/v2/{dest}/.*/manifests/", stall_seconds=120)
+        victim = cli.spawn("sync", source, "--dest", f"{proxy.host}/{dest}", "--metadata", str(remote),
+                           "--shard", f"1/{N}", "--jobs", "1")
+        procs.append(victim)
+        for i in (0, 2):
+            procs.append(cli.spawn("sync", source, "--dest", f"{registry2.host}/{dest}", "--metadata", str(remote),
+                                   "--shard", f"{i}/{N}"))
+        wait_for(lambda: proxy.stats.faults["stall"] >= 1, "shard 1 stalled in a copy", victim)
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(timeout=30) == -signal.SIGKILL
+    for proc in procs[1:]:
+        assert proc.wait(timeout=DEADLINE * 2) == 0, proc_output(proc)
+    mine = {k for k in expected if k.endswith(":v4") and owners[k.split(":")[0]] == 1}
+    assert mine and all(target_head(registry2, f"{dest}/{k.split(':')[0]}", "v4") for k in expected
+                        if k.endswith(":v4") and k not in mine)
+    rerun = cli.sync(source, "--dest", f"{registry2.host}/{dest}", "--metadata", str(remote), "--shard", f"1/{N}")
+    assert rerun.code == 0, rerun.output
+    done = {i["source"].split(f"/{ns}/", 1)[1] for i in rerun.report["images"] if i["state"] != "unchanged"}
+    assert done == mine  # only its own share, and all of it
+    assert {i["source"].split(f"/{ns}/", 1)[1].split(":")[0] for i in rerun.report["images"]} == {
+        r for r, s in owners.items() if s == 1}
+    final = remote_ledger(remote, registry, ns)
+    assert {k: e["digest"] for k, e in final.items()} == expected  # complete after all the pushes
+
+
+def test_a_shard_mounts_a_layer_another_shard_pushed_instead_of_pulling_it(
+        registry: RegistryServer, registry2: RegistryServer, cli: Gcrsync, tmp_path: Path) -> None:
+    """Shards on separate machines (separate caches: no shared blob-location hints): the second shard finds the
+    shared base layer in the repository the first shard copies first, at the target, and mounts it."""
+    ns, dest = unique_repo("peer"), unique_repo("peer-m")
+    base = make_layer(derive_seed(4, ns, "base"), 1_500_000)
+    base_digest = f"sha256:{hashlib.sha256(base).hexdigest()}"
+    for name in NAMES[:6]:
+        push_image(registry.pusher(), f"{ns}/{name}", "v1", layers=[base, make_layer(derive_seed(5, ns, name), 300)])
+    source = f"{registry.host}/{ns}"
+    args = (source, "--dest", f"{registry2.host}/{dest}")
+    owners = shard_of(cli, args)
+    first, second = sorted({s for s in owners.values()})[:2]
+    remote = bare_remote(tmp_path / "remote.git")
+    one = cli.sync(*args, "--metadata", str(remote), "--shard", f"{first}/{N}", cache="machine-a")
+    assert one.code == 0, one.output
+    assert one.report["pulled_blobs"].get(base_digest) == len(base)  # the first shard had to pull it
+    registry.clear_requests()
+    two = cli.sync(*args, "--metadata", str(remote), "--shard", f"{second}/{N}", cache="machine-b")
+    assert two.code == 0, two.output
+    assert base_digest not in two.report["pulled_blobs"]
+    assert two.report["totals"]["blobs_mounted_from_other_shards"] == 1
+    assert not [r for r in registry.requests() if r.path.endswith(f"/blobs/{base_digest}")]  # not from the source
+    for name, shard in owners.items():
+        if shard == second:
+            assert target_head(registry2, f"{dest}/{name}", "v1") is not None
