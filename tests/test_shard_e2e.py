@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import signal
 import subprocess
 from collections import Counter
@@ -24,6 +25,8 @@ from test_metadata_e2e import (
     Gcrsync,
     bare_remote,
     cli,  # noqa: F401  (fixture)
+    commits,
+    git,
     isolated_git,  # noqa: F401  (autouse fixture)
     proc_output,
     procs,  # noqa: F401  (fixture)
@@ -186,3 +189,67 @@ def test_a_shard_mounts_a_layer_another_shard_pushed_instead_of_pulling_it(
     for name, shard in owners.items():
         if shard == second:
             assert target_head(registry2, f"{dest}/{name}", "v1") is not None
+
+
+def test_n_stale_pushers_merge_one_ledger_entry_by_entry(registry: RegistryServer, registry2: RegistryServer,
+                                                         cli: Gcrsync, tmp_path: Path) -> None:
+    """A deterministic N-pusher race: every shard works in a clone made before any of them pushed (user work
+    trees are never fetched on open), so the 2nd and 3rd pushes are rejected, rebuilt on the remote's tip with
+    the namespace's one ledger merged entry by entry, and pushed."""
+    ns, dest = unique_repo("stale"), unique_repo("stale-m")
+    expected = seed(registry, ns, NAMES, ["v1"])
+    remote = bare_remote(tmp_path / "remote.git")
+    clones = [tmp_path / f"wt-{i}" for i in range(N)]
+    for clone in clones:
+        git("clone", "-q", str(remote), str(clone))
+    runs = [cli.sync(f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}", "--metadata", str(clone),
+                     "--shard", f"{i}/{N}") for i, clone in enumerate(clones)]
+    assert [r.code for r in runs] == [0] * N, [r.output for r in runs]
+    assert ["rebuilding" in r.output for r in runs] == [False, True, True]  # the races really happened
+    assert len(commits(remote)) == N
+    assert {k: e["digest"] for k, e in remote_ledger(remote, registry, ns).items()} == expected
+    changelog = show(remote, "CHANGELOG.md")
+    assert changelog.count("\n## ") == N and changelog.count("- `") == len(expected)
+
+
+def test_removals_are_decided_per_shard_for_its_own_repositories(registry: RegistryServer,
+                                                                 registry2: RegistryServer, cli: Gcrsync,
+                                                                 tmp_path: Path) -> None:
+    ns, dest = unique_repo("rm"), unique_repo("rm-m")
+    expected = seed(registry, ns, NAMES, ["v1", "v2", "v3", "v4"])
+    source = f"{registry.host}/{ns}"
+    args = (source, "--dest", f"{registry2.host}/{dest}")
+    owners = shard_of(cli, args)
+    remote = bare_remote(tmp_path / "remote.git")
+    assert cli.sync(*args, "--metadata", str(remote)).code == 0  # one unsharded run first: the shards share its ledger
+    assert sorted(Counter(owners.values()).values()) == [3, 3, 3]  # 9 repositories of 4 tags: 12 entries each
+    a = next(r for r, s in owners.items() if s == 0)
+    b = next(r for r, s in owners.items() if s == 1)
+    tags = registry.storage / "docker/registry/v2/repositories" / ns
+    # 1 of shard 0's 12 entries, 3 of shard 1's 12 (25%: more than --max-removed 20% of its share, though only
+    # 4 of the namespace's 36). As many tags are pushed, so the weights, hence the split, stay as they were.
+    shutil.rmtree(tags / a / "_manifests/tags/v1")
+    expected |= seed(registry, ns, [a], ["v5"])
+    for tag in ("v1", "v2", "v3"):
+        shutil.rmtree(tags / b / "_manifests/tags" / tag)
+    expected |= seed(registry, ns, [b], ["v5", "v6", "v7"])
+    assert shard_of(cli, args) == owners
+    dry = cli.run("sync", *args, "--metadata", str(remote), "--shard", f"0/{N}", "--dry-run", "--json")
+    assert dry.code == 0, dry.output
+    planned = json.loads(dry.output)["images"]
+    assert {i["source"].split(f"/{ns}/")[1].split(":")[0] for i in planned} == {r for r, s in owners.items() if s == 0}
+    assert [i["source"] for i in planned if i["planned"] == "removed"] == [f"{source}/{a}:v1"]
+    zero = cli.sync(*args, "--metadata", str(remote), "--shard", f"0/{N}", "--max-removed", "20%")
+    assert zero.code == 0, zero.output
+    ledger = remote_ledger(remote, registry, ns)
+    assert f"{a}:v1" not in ledger and {f"{b}:v1", f"{b}:v2", f"{b}:v3"} <= set(ledger)  # not shard 0's to decide
+    one = cli.sync(*args, "--metadata", str(remote), "--shard", f"1/{N}", "--max-removed", "20%")
+    assert one.code == 1 and "would record 3 of its 12 ledger entries" in one.output  # the guard holds per shard
+    assert {i["state"] for i in one.report["images"] if i["planned"] in ("removed", "held")} == {"held"}
+    assert {f"{b}:v1", f"{b}:v2", f"{b}:v3"} <= set(remote_ledger(remote, registry, ns))
+    one = cli.sync(*args, "--metadata", str(remote), "--shard", f"1/{N}", "--max-removed", "100%")
+    assert one.code == 0, one.output
+    del expected[f"{a}:v1"]
+    for tag in ("v1", "v2", "v3"):
+        del expected[f"{b}:{tag}"]
+    assert {k: e["digest"] for k, e in remote_ledger(remote, registry, ns).items()} == expected

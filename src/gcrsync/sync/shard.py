@@ -8,15 +8,17 @@ in-run dedupe and mounts still work) by *bounded-load rendezvous hashing*:
 
 - each repository ranks the shards by `sha256(key, shard)` (rendezvous / highest-random-weight hashing),
   so its preference order depends on its own name only;
-- repositories are placed heaviest first, each on its most preferred shard whose load stays within the cap
-  `(1 + SLACK) × mean` (or the heaviest repository's weight, if larger: it has to go somewhere); if none
-  has room, on the least loaded shard.
+- repositories are placed in an order given by a hash of their names (not by weight, so a tag more or less
+  reorders nothing), each on its most preferred shard whose load stays within the cap `(1 + SLACK) × mean`
+  (or the heaviest repository's weight, if larger: it has to go somewhere); if none has room, on the least
+  loaded shard.
 
 Weight is the number of tags the run would mirror, or their bytes when the listing gives every selected
-tag a size. Heaviest-first placement keeps the shards within the cap; the rendezvous ranking keeps the
-split stable: a repository that appears or disappears moves only itself and the few repositories whose
-preferred shard it fills or frees (measured in bench/shard_bench.py, bounded in tests/test_shard.py),
-where `sorted(repos)[i::N]` or `hash % N` would move most of them.
+tag a size. The cap keeps the shards balanced; the rendezvous ranking keeps the split stable: a repository
+that appears, disappears or changes weight moves only itself and the few repositories whose preferred shard
+it fills or frees (measured in bench/shard_bench.py, bounded in tests/test_shard.py), where
+`sorted(repos)[i::N]` or `hash % N` would move most of them. (Placing the heaviest first balances a little
+better but moves more: every change of weight reorders the placement.)
 
 A repository the listing does not have (only the ledger does: vanished upstream) belongs to its most
 preferred shard, so exactly one shard decides about it.
@@ -37,6 +39,7 @@ from gcrsync.errors import ConfigError
 from gcrsync.registry.discovery import DiscoveredRepo
 
 SLACK = 0.10  # a shard may carry up to 10% more than the mean before a repository goes to its next choice
+HEAVY = 0.25  # see assign()
 MAX_SHARDS = 1000
 
 # (index variable, count variable, index base): Kubernetes Indexed Jobs (JOB_COMPLETIONS is not set by
@@ -112,8 +115,14 @@ def assign(weights: Mapping[str, int], count: int, slack: float = SLACK) -> dict
     cap = max(math.ceil(total / count * (1 + slack)), max(weights.values(), default=0))
     loads = [0] * count
     out: dict[str, int] = {}
-    # Heaviest first (best balance); ties in a hash order, not by name, so similar names do not cluster.
-    for key in sorted(weights, key=lambda k: (-weights[k], hashlib.sha256(k.encode()).digest())):
+    # Giants first (a repository of at least HEAVY of a shard's mean share, heaviest first): placed late they
+    # would find no shard with room and land on whichever is least loaded, which any small change elsewhere
+    # alters. The rest in a hash order, neither by weight (see the module docstring) nor by name (similar
+    # names would cluster).
+    giant = total / count * HEAVY
+    order = sorted(weights, key=lambda k: (-weights[k] if weights[k] >= giant else 0,
+                                           hashlib.sha256(k.encode()).digest()))
+    for key in order:
         ranks = _rank(key, count)
         weight = weights[key]
         shard = next((s for s in ranks if loads[s] + weight <= cap), None)
