@@ -132,3 +132,13 @@ def test_split_by_bytes_when_every_tag_has_a_size_and_unlisted_repos_have_one_ow
     assert not split_listings([(spec, [big, *smalls])], 2).by_bytes
     # A repository only the ledger knows (vanished upstream) belongs to its preferred shard, in every shard's view.
     assert split.owner(spec, "gone") == preferred("gcr.io/ns\0gone", 2)
+
+
+def test_each_namespace_is_split_on_its_own() -> None:
+    """A namespace whose listing failed in one shard (absent from its split) moves nothing of the others."""
+    one = SourceSpec(registry="gcr.io", namespace="one", target_prefix="docker.io/m")
+    two = SourceSpec(registry="gcr.io", namespace="two", target_prefix="docker.io/m")
+    listing = [DiscoveredRepo(f"two/r{i}", {f"v{j}": TagInfo() for j in range(i % 7 + 1)}) for i in range(40)]
+    other = [DiscoveredRepo(f"one/r{i}", {f"v{j}": TagInfo() for j in range(30)}) for i in range(5)]
+    both, alone = split_listings([(one, other), (two, listing)], 4), split_listings([(two, listing)], 4)
+    assert [both.owner(two, f"r{i}") for i in range(40)] == [alone.owner(two, f"r{i}") for i in range(40)]

@@ -94,6 +94,8 @@ def test_three_shards_at_once_equal_one_run_and_a_killed_shard_redoes_only_its_s
     for proc in procs:
         assert proc.wait(timeout=DEADLINE * 3) == 0, proc_output(proc)
     docs = [json.loads(r.read_text()) for r in reports]
+    clones = tmp_path / "cache" / "gcrsync" / "metadata"
+    assert all((clones / f"shard-{i}-of-{N}").is_dir() for i in range(N))  # one machine: a clone per shard
 
     # Each shard planned and copied its own repositories only; together, everything, each image once.
     copied: list[str] = []
@@ -253,3 +255,25 @@ def test_removals_are_decided_per_shard_for_its_own_repositories(registry: Regis
     for tag in ("v1", "v2", "v3"):
         del expected[f"{b}:{tag}"]
     assert {k: e["digest"] for k, e in remote_ledger(remote, registry, ns).items()} == expected
+
+
+def test_name_collisions_are_refused_in_every_shard_and_plan_prints_the_split(
+        registry: RegistryServer, registry2: RegistryServer, cli: Gcrsync, tmp_path: Path) -> None:
+    """`a/b` and `a_b` both flatten to `a_b`: refused by every shard, also those that own only one of the two
+    (or neither), before anything is pushed."""
+    ns, dest = unique_repo("clash"), unique_repo("clash-m")
+    seed(registry, ns, ["a/b", "a_b", *NAMES], ["v1"])
+    args = (f"{registry.host}/{ns}", "--dest", f"{registry2.host}/{dest}")
+    owners = shard_of(cli, args)
+    assert len(set(owners.values())) == N  # so some shard owns at most one of the two
+    registry2.clear_requests()
+    for i in range(N):
+        run = cli.sync(*args, "--metadata", str(tmp_path / f"meta-{i}"), "--shard", f"{i}/{N}")
+        assert run.code == 2 and "name collision" in run.output, run.output
+    assert not [r for r in registry2.requests() if r.method in ("PUT", "POST", "PATCH")]
+    text = cli.run("plan", *args, "--shards", str(N), "--repos")
+    assert text.code == 0, text.output
+    lines = text.output.splitlines()
+    assert "balance (max/mean): tags" in text.output and "weighed by tag count" in text.output
+    for repo, shard in owners.items():
+        assert f"{shard}  {registry.host}/{ns}/{repo}  1 tags" in lines
