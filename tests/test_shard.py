@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -142,3 +144,15 @@ def test_each_namespace_is_split_on_its_own() -> None:
     other = [DiscoveredRepo(f"one/r{i}", {f"v{j}": TagInfo() for j in range(30)}) for i in range(5)]
     both, alone = split_listings([(one, other), (two, listing)], 4), split_listings([(two, listing)], 4)
     assert [both.owner(two, f"r{i}") for i in range(40)] == [alone.owner(two, f"r{i}") for i in range(40)]
+
+
+def test_merge_reports_refuses_what_is_not_a_report_in_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"images": []}')
+    result = CliRunner().invoke(main, ["merge-reports", str(junk)])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {junk}: not a gcrsync sync --report")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"shard": "0/2", "pulled_blobs": {}}))
+    b.write_text(json.dumps({"shard": "1/3", "pulled_blobs": {}}))
+    result = CliRunner().invoke(main, ["merge-reports", str(a), str(b)])
+    assert result.exit_code == 2 and "not of the same split" in result.output, result.output

@@ -19,6 +19,7 @@ from typing import Any
 from tools.imagefactory import derive_seed, make_layer, push_image
 
 from faultproxy import FaultProxy
+from gcrsync.sync.shard import preferred
 from harness import RegistryServer, unique_repo
 from test_metadata_e2e import (
     DEADLINE,
@@ -255,6 +256,16 @@ def test_removals_are_decided_per_shard_for_its_own_repositories(registry: Regis
     for tag in ("v1", "v2", "v3"):
         del expected[f"{b}:{tag}"]
     assert {k: e["digest"] for k, e in remote_ledger(remote, registry, ns).items()} == expected
+    # A whole repository vanishes from the listing: only the shard it belongs to (its first-ranked one, as no
+    # listing weighs it any more) reports it and keeps its entries; the others are not concerned.
+    c = next(r for r in NAMES if r not in (a, b))
+    shutil.rmtree(tags / c)
+    owner = preferred(f"{source}\0{c}", N)
+    for i in range(N):
+        run = cli.sync(*args, "--metadata", str(remote), "--shard", f"{i}/{N}")
+        vanished = f"repository {c} vanished from the listing"
+        assert (run.code, vanished in run.output) == ((1, True) if i == owner else (0, False)), run.output
+    assert all(f"{c}:{t}" in remote_ledger(remote, registry, ns) for t in ("v1", "v2", "v3", "v4"))
 
 
 def test_name_collisions_are_refused_in_every_shard_and_plan_prints_the_split(
