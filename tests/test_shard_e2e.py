@@ -19,6 +19,11 @@ from typing import Any
 from tools.imagefactory import derive_seed, make_layer, push_image
 
 from faultproxy import FaultProxy
+from gcrsync.engine.blobs import PEER_MIN_SIZE, PEER_TRIES, BlobMover
+from gcrsync.engine.copy import copy_image
+from gcrsync.registry.client import RegistryClient
+from gcrsync.registry.credentials import CredentialStore
+from gcrsync.registry.transport import Transport, TransportOptions
 from gcrsync.sync.shard import preferred
 from harness import RegistryServer, unique_repo
 from test_metadata_e2e import (
@@ -288,3 +293,22 @@ def test_name_collisions_are_refused_in_every_shard_and_plan_prints_the_split(
     assert "balance (max/mean): tags" in text.output and "weighed by tag count" in text.output
     for repo, shard in owners.items():
         assert f"{shard}  {registry.host}/{ns}/{repo}  1 tags" in lines
+
+
+async def test_peer_mount_attempts_are_capped_per_blob(registry: RegistryServer, registry2: RegistryServer) -> None:
+    """With many shards, a layer no peer holds costs PEER_TRIES mount attempts, not one per shard; a layer
+    below PEER_MIN_SIZE none."""
+    repo, dest = unique_repo("cap"), unique_repo("cap-m")
+    big, small = make_layer(derive_seed(6, repo), PEER_MIN_SIZE + 1), make_layer(derive_seed(7, repo), 1_000)
+    push_image(registry.pusher(), repo, "v1", layers=[big, small])
+    peers = {registry2.host: [unique_repo("peer") for _ in range(7)]}  # 7 other shards, none holding anything
+    registry2.clear_requests()
+    async with Transport(TransportOptions()) as transport:
+        client = RegistryClient(transport, CredentialStore(use_docker_config=False))
+        mover = BlobMover(peers=peers)
+        result = await copy_image(client.repository(registry.host, repo), "v1",
+                                  client.repository(registry2.host, dest), "v1", mover)
+    assert result.blobs_copied == 3 and mover.peer_mounts == 0  # config, two layers
+    mounts = [r for r in registry2.requests() if r.method == "POST" and "mount=" in r.path]
+    assert len(mounts) == PEER_TRIES
+    assert all(f"mount=sha256:{hashlib.sha256(big).hexdigest()}" in r.path for r in mounts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ UPLOAD_BACKOFF = 0.2  # seconds before the first restart; doubles each time, wit
 # A mount attempt at a peer costs one request whether or not the peer holds the blob: worth it only where a
 # pull would cost more than a few requests.
 PEER_MIN_SIZE = 1024 * 1024
+PEER_TRIES = 3
 
 
 async def verified(
@@ -229,8 +231,12 @@ class BlobMover:
     async def _mount_from_peers(self, desc: Descriptor, dst: ImageStore) -> bool:
         if desc.size < self.peer_min_size or not isinstance(dst, OpensSiblings):
             return False
-        for name in self.peers.get(dst.domain, ()):
-            if name != dst.repository and await dst.mount_blob(desc, dst.sibling(name)):
+        # At most PEER_TRIES attempts per blob whatever the number of shards; which peers, a hash of the digest
+        # decides (a widely shared layer is soon in most of them, so any few will do).
+        names = [n for n in self.peers.get(dst.domain, ()) if n != dst.repository]
+        names.sort(key=lambda n: hashlib.sha256(f"{desc.digest}\0{n}".encode()).digest())
+        for name in names[:PEER_TRIES]:
+            if await dst.mount_blob(desc, dst.sibling(name)):
                 self._remember(dst, desc.digest)
                 self.peer_mounts += 1
                 return True
