@@ -30,10 +30,12 @@ def sync(work: Path, source: str, dest: str, *extra: str) -> tuple[float, int, i
     work.mkdir(parents=True, exist_ok=True)
     report = work / "report.json"
     env = {"DOCKER_CONFIG": str(work / "nodocker"), "XDG_CACHE_HOME": str(work / "cache"),
-           "XDG_DATA_HOME": str(work / "data"), "XDG_STATE_HOME": str(work / "state"), "PATH": "/usr/bin:/bin", "HOME": str(work)}
+           "XDG_DATA_HOME": str(work / "data"), "XDG_STATE_HOME": str(work / "state"), "PATH": "/usr/bin:/bin",
+           "HOME": str(work)}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "gcrsync", "-q", "sync", source, "--dest", dest, "--report",
-                           str(report), "--metadata", str(work / "meta"), *extra], env=env, capture_output=True, text=True)
+    command = [sys.executable, "-m", "gcrsync", "-q", "sync", source, "--dest", dest, "--report", str(report),
+               "--metadata", str(work / "meta"), *extra]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"sync failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     wall = time.perf_counter() - started

@@ -19,6 +19,8 @@ COMMANDS = {
     "compare": "gcrsync.cli.compare:compare_command",
     "monitor": "gcrsync.cli.monitor:monitor_command",
     "catalog": "gcrsync.cli.catalog:catalog_command",
+    "plan": "gcrsync.cli.plan:plan_command",
+    "merge-reports": "gcrsync.cli.reports:merge_reports_command",
 }
 
 

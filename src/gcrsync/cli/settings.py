@@ -199,9 +199,14 @@ def transport_options(config: Config, *, timeout: float | None = None, proxy: st
                             proxy=proxy or config.proxy, host_policies=policies)
 
 
-def open_metadata(meta: MetadataConfig, location: str | None) -> MetadataRepo:
-    """The metadata repository: --metadata, else `metadata.location`, else the user's data directory."""
+def open_metadata(meta: MetadataConfig, location: str | None, *, clone_group: str | None = None) -> MetadataRepo:
+    """The metadata repository: --metadata, else `metadata.location`, else the user's data directory.
+
+    `clone_group` keeps a separate clone of a remote (e.g. per shard), so that shards running on one machine
+    do not wait for each other's lock on a shared clone."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gcrsync" / "metadata"
+    if clone_group:
+        cache = cache / clone_group
     token = env_value(meta.token_env) or os.environ.get("GCRSYNC_GIT_TOKEN")
     username = env_value(meta.username_env) or os.environ.get("GCRSYNC_GIT_USERNAME")
     where = location or meta.location

@@ -22,6 +22,7 @@ from gcrsync.ledger import MetadataRepo, PushFailed
 from gcrsync.sync import Mirror, SyncOptions, SyncReport
 from gcrsync.sync.journal import ChangeJournal
 from gcrsync.sync.last_run import save_last_run
+from gcrsync.sync.shard import Shard
 
 log = logging.getLogger("gcrsync")
 
@@ -41,12 +42,15 @@ log = logging.getLogger("gcrsync")
 @click.option("--stop-grace", help="After SIGTERM/SIGINT, how long images in flight may take to finish before "
               "they are given up and reported pending (default 60s).")
 @click.option("--message", help="Commit message for the metadata repository.")
+@click.option("--shard", help="Mirror only shard I of N (I/N, counting from 0), or auto: from JOB_COMPLETION_INDEX "
+              "and JOB_COMPLETIONS (Kubernetes Indexed Job), CI_NODE_INDEX and CI_NODE_TOTAL (GitLab), or "
+              "GCRSYNC_SHARD_INDEX and GCRSYNC_SHARD_COUNT. See `gcrsync plan --shards N`.")
 @run_async
 async def sync_command(
     args: SourceArgs, jobs: int | None, dry_run: bool, as_json: bool, report: str | None,
     trust_ledger: bool | None, prune: bool | None, max_removed: str | None, every: str | None,
     image_deadline: str | None, stop_grace: str | None,
-    message: str | None,
+    message: str | None, shard: str | None,
 ) -> None:
     """Mirror every repository and tag under SOURCE_NAMESPACE... to --dest.
 
@@ -57,6 +61,7 @@ async def sync_command(
       gcrsync sync -c gcrsync.yaml --report run.json
       gcrsync sync -c gcrsync.yaml --every 24h
     """
+    the_shard = Shard.parse(shard) if shard is not None else None  # bad input: exit 2 before anything else
     config, specs = args.config, args.specs
     defaults = config.defaults
     jobs = checked("--jobs", jobs, "jobs")
@@ -72,6 +77,7 @@ async def sync_command(
         image_deadline=parse_duration(image_deadline, "--image-deadline") if image_deadline is not None else None,
         max_removed=_removal_limit(max_removed, defaults.max_removed),
         stop_grace=parse_duration(stop_grace, "--stop-grace") if stop_grace is not None else 60.0,
+        shard=the_shard,
     )
     interval = parse_duration(every, "--every") if every is not None else None
     creds = args.credentials()
@@ -81,9 +87,13 @@ async def sync_command(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _request_stop, stop, sig)
     commit_message = message or config.metadata.message
+    label = f"shard {the_shard}" if the_shard is not None else None
+    if label is not None:
+        commit_message = f"{commit_message} ({label})"
+    clone_group = f"shard-{the_shard.index}-of-{the_shard.count}" if the_shard is not None else None
     status = 0
     while True:
-        repo = open_metadata(config.metadata, args.metadata)
+        repo = open_metadata(config.metadata, args.metadata, clone_group=clone_group)
         try:
             with repo.lock():
                 async with registry_client_for(config, transport, creds) as client:
@@ -92,7 +102,7 @@ async def sync_command(
                         result = await mirror.run(stop=stop, on_bytes=progress.advance_bytes,
                                                   on_image=progress.image_done, on_plan=progress.planned)
                 if not dry_run:
-                    _publish(repo, result, commit_message)
+                    _publish(repo, result, commit_message, label)
                     if mirror.journal is not None:
                         mirror.journal.clear()  # its changes are in the CHANGELOG now
         finally:
@@ -129,9 +139,9 @@ def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
     stop.set()
 
 
-def _publish(repo: MetadataRepo, result: SyncReport, message: str) -> None:
+def _publish(repo: MetadataRepo, result: SyncReport, message: str, label: str | None) -> None:
     try:
-        result.commit = repo.publish(message, result.changes)
+        result.commit = repo.publish(message, result.changes, label=label)
     except PushFailed as exc:
         result.metadata_error = str(exc)
         log.error("%s", exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,10 @@ log = logging.getLogger("gcrsync.blobs")
 
 UPLOAD_ATTEMPTS = 4  # tries at one blob copy when the target fails the (unreplayable) upload
 UPLOAD_BACKOFF = 0.2  # seconds before the first restart; doubles each time, with jitter
+# A mount attempt at a peer costs one request whether or not the peer holds the blob: worth it only where a
+# pull would cost more than a few requests.
+PEER_MIN_SIZE = 1024 * 1024
+PEER_TRIES = 3
 
 
 async def verified(
@@ -85,7 +90,14 @@ class BlobMover:
     """Shared by every image copy of a run."""
 
     def __init__(self, jobs: int = 4, on_bytes: Callable[[int], None] | None = None,
-                 locations: BlobLocations | None = None, on_start: Callable[[int], None] | None = None) -> None:
+                 locations: BlobLocations | None = None, on_start: Callable[[int], None] | None = None,
+                 peers: dict[str, list[str]] | None = None, peer_min_size: int = PEER_MIN_SIZE) -> None:
+        # Other workers' target repositories (domain → repository paths), e.g. the repository each other shard
+        # of a sharded sync copies first: a blob of at least peer_min_size bytes is mounted from one of them
+        # when it holds it, instead of being pulled from the source again (the target is the rendezvous).
+        self.peers = peers or {}
+        self.peer_min_size = peer_min_size
+        self.peer_mounts = 0  # blobs mounted from a peer's repository (report)
         self.on_start = on_start  # told each transfer's size as it begins (progress totals)
         self.locations = locations  # remembered across runs; None in library use unless given
         self._transfers = asyncio.Semaphore(max(1, jobs))
@@ -96,6 +108,7 @@ class BlobMover:
         self._domain_inflight: dict[tuple[str, str], asyncio.Future[ImageStore]] = {}  # (domain, digest)
         self.bytes_pulled = 0
         self.pulls: dict[str, int] = {}  # digest → times fetched from a source (tests, bench, reports)
+        self.pulled_bytes: dict[str, int] = {}  # digest → bytes fetched from a source, all attempts
 
     def _remember(self, store: ImageStore, digest: str) -> None:
         if (store.name, digest) in self._present:
@@ -161,6 +174,9 @@ class BlobMover:
         if await self._mount_remembered(desc, dst):
             result.blobs_mounted += 1
             return
+        if await self._mount_from_peers(desc, dst):
+            result.blobs_mounted += 1
+            return
         # Cross-repo mount from the source itself, when source and target share a registry.
         if src.domain == dst.domain and src.name != dst.name and await dst.mount_blob(desc, src):
             self._remember(dst, desc.digest)
@@ -212,6 +228,20 @@ class BlobMover:
             self.locations.forget(dst.domain, desc.digest, name)
         return False
 
+    async def _mount_from_peers(self, desc: Descriptor, dst: ImageStore) -> bool:
+        if desc.size < self.peer_min_size or not isinstance(dst, OpensSiblings):
+            return False
+        # At most PEER_TRIES attempts per blob whatever the number of shards; which peers, a hash of the digest
+        # decides (a widely shared layer is soon in most of them, so any few will do).
+        names = [n for n in self.peers.get(dst.domain, ()) if n != dst.repository]
+        names.sort(key=lambda n: hashlib.sha256(f"{desc.digest}\0{n}".encode()).digest())
+        for name in names[:PEER_TRIES]:
+            if await dst.mount_blob(desc, dst.sibling(name)):
+                self._remember(dst, desc.digest)
+                self.peer_mounts += 1
+                return True
+        return False
+
     async def _transfer(self, desc: Descriptor, src: ImageStore, dst: ImageStore,
                         failures: list[GcrsyncError]) -> int:
         """One attempt at streaming a blob from src into dst, verified on the way; returns its size.
@@ -244,4 +274,5 @@ class BlobMover:
             raise
         finally:
             self.bytes_pulled += counted
+            self.pulled_bytes[desc.digest] = self.pulled_bytes.get(desc.digest, 0) + counted
         return counted

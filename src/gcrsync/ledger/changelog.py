@@ -109,11 +109,14 @@ def _reason(text: str) -> str:
     return line if len(line) <= MAX_REASON else line[: MAX_REASON - 1] + "…"
 
 
-def render_block(run_time: datetime, changes: RunChanges) -> str:
-    """The Markdown block for one run (ends with a blank line). Entries are sorted so output is stable."""
+def render_block(run_time: datetime, changes: RunChanges, label: str | None = None) -> str:
+    """The Markdown block for one run (ends with a blank line). Entries are sorted so output is stable.
+
+    `label` names the part of the run the block tells (a shard's "shard 1/4": each shard writes its own)."""
     if run_time.tzinfo is None:
         run_time = run_time.replace(tzinfo=UTC)
-    lines = [f"{_HEADING}{run_time.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC", ""]
+    suffix = f" · {label}" if label else ""
+    lines = [f"{_HEADING}{run_time.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC{suffix}", ""]
 
     def section(title: str, rows: Iterable[str]) -> None:
         items = sorted(rows)
@@ -168,8 +171,8 @@ def prepend_blocks(path: Path, blocks: list[str]) -> bool:
     return True
 
 
-def prepend(path: Path, run_time: datetime, changes: RunChanges) -> bool:
+def prepend(path: Path, run_time: datetime, changes: RunChanges, label: str | None = None) -> bool:
     """Prepend this run's block; writes nothing and returns False when the run changed nothing."""
     if changes.empty:
         return False
-    return prepend_blocks(path, [render_block(run_time, changes)])
+    return prepend_blocks(path, [render_block(run_time, changes, label)])

@@ -349,7 +349,7 @@ class MetadataRepo:
     # -- publishing ----------------------------------------------------------------------------------------
 
     def publish(self, message: str, changes: changelog.RunChanges | None = None, *,
-                run_time: datetime | None = None) -> str | None:
+                run_time: datetime | None = None, label: str | None = None) -> str | None:
         """Write the run's CHANGELOG block, commit what changed and push.
 
         Returns the sha of the commit now on the remote (or, without a remote, the new local commit),
@@ -358,7 +358,7 @@ class MetadataRepo:
         """
         run_time = run_time or datetime.now(UTC)
         if changes is not None:
-            changelog.prepend(self.changelog_path, run_time, changes)
+            changelog.prepend(self.changelog_path, run_time, changes, label)  # label: e.g. "shard 1/4"
         # A run that changed nothing keeps the recorded run, so that its catalog files stay byte-identical.
         self.write_catalog(None if changes is None or changes.empty else RunInfo(run_time, len(changes.failed)))
         if self.git is None:

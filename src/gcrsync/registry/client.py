@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -52,6 +53,7 @@ class RegistryClient:
         self.chunked_hosts = set(chunked_hosts)  # hosts that refuse one big PUT: uploads go in PATCH chunks
         self.chunk_size = chunk_size
         self.referrers_api: dict[str, bool] = {}  # host → serves the referrers API (learned on first ask)
+        self.referrers_probe: dict[str, asyncio.Lock] = {}
         self.apis = dict(apis or {})  # registry host → web API base of its discovery (config `api:`)
 
     @property

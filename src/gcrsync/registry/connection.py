@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -15,6 +16,7 @@ class Connection(Protocol):
     chunked_hosts: set[str]  # hosts that refused one big PUT: uploads there go in PATCH chunks
     chunk_size: int
     referrers_api: dict[str, bool]  # host → serves the OCI referrers API (learned once per run)
+    referrers_probe: dict[str, asyncio.Lock]  # host → held while the first referrers request is out
 
     @property
     def stats(self) -> TransportStats: ...

@@ -10,6 +10,7 @@ subject itself says so with an `OCI-Subject` header on the PUT.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -83,9 +84,17 @@ class Referrers:
 
         A registry's answer to "do you have the API" is remembered for the run (per host, on the client), so
         a source without it costs one request per run, not one per image."""
-        where = f"referrers of {self.host}/{self.repository}@{digest[:19]}"
-        if self.client.referrers_api.get(self.host) is False:
+        if self.host not in self.client.referrers_api:
+            # The first ask of a host goes alone: concurrent images would each pay the 404 otherwise.
+            async with self.client.referrers_probe.setdefault(self.host, asyncio.Lock()):
+                if self.host not in self.client.referrers_api:
+                    return await self._referrers(digest, artifact_type)
+        if self.client.referrers_api[self.host] is False:
             return None
+        return await self._referrers(digest, artifact_type)
+
+    async def _referrers(self, digest: str, artifact_type: str | None) -> list[Referrer] | None:
+        where = f"referrers of {self.host}/{self.repository}@{digest[:19]}"
         first = self.url / "referrers" / digest
         url: str | None = str(first.with_query({"artifactType": artifact_type}) if artifact_type else first)
         found: list[Referrer] = []

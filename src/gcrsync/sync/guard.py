@@ -28,12 +28,15 @@ OVERRIDE = "--max-removed (a count, N% or 100%) or max_removed in the config"
 
 
 def guard_removals(ns: NamespaceResult, listing: list[DiscoveredRepo], ledger: Ledger, removed: list[PlanItem],
-                   limit: MaxRemoved) -> list[PlanItem]:
+                   limit: MaxRemoved, *, total: int | None = None) -> list[PlanItem]:
     """The removed-upstream items to plan for this namespace, with the guard applied (see module doc).
 
-    Sets `ns.error` for a vanished namespace and `ns.guard` when the limit holds the removals back.
+    Sets `ns.error` for a vanished namespace and `ns.guard` when the limit holds the removals back. A shard
+    passes only its own removals and, as `total`, its own share of the ledger: `max_removed` then holds per
+    shard, while the empty-listing and vanished-repository checks still look at the whole listing.
     """
-    total = sum(1 for _ in ledger.entries())
+    if total is None:
+        total = sum(1 for _ in ledger.entries())
     if not removed or limit.everything:
         return removed
     label = ns.spec.label

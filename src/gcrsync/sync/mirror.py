@@ -34,6 +34,7 @@ from gcrsync.sync.recorder import (
     RemovedUpstream,
 )
 from gcrsync.sync.report import NamespaceResult, SyncReport
+from gcrsync.sync.shard import plan_peers
 
 
 class Mirror:
@@ -95,11 +96,12 @@ class Mirror:
             if ledger is not None:
                 ledgers[spec.label] = ledger
         plan, namespaces = await self.plan(ledgers)
-        report = SyncReport(plan=plan, namespaces=namespaces)
+        report = SyncReport(plan=plan, namespaces=namespaces, shard=self.options.shard)
         if on_plan is not None:
             on_plan(plan)
         if not self.options.dry_run:
-            mover = BlobMover(self.options.jobs, on_bytes=on_bytes, locations=self.options.blob_locations)
+            mover = BlobMover(self.options.jobs, on_bytes=on_bytes, locations=self.options.blob_locations,
+                              peers=plan_peers(plan))  # a shard mounts from where other shards copy (sync.shard)
             files = self.metadata.ledgers if self.metadata is not None else None
             if self.journal is not None:
                 left = self.journal.load()  # an earlier run's, killed before it published them
@@ -140,6 +142,8 @@ class Mirror:
                     if ns.error:
                         recorder.record(NotListed(ns))
             report.bytes_pulled = mover.bytes_pulled
+            report.pulled_blobs = dict(mover.pulled_bytes)  # shards' reports are compared for duplicates
+            report.peer_mounts = mover.peer_mounts
         report.interrupted = stop is not None and stop.is_set()
         report.requests = stats.total_requests - requests_before
         report.retries = stats.retries - retries_before

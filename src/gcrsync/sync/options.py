@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gcrsync.config import MaxRemoved
 from gcrsync.engine.blobcache import BlobLocations
+from gcrsync.sync.shard import Shard
 
 
 @dataclass
@@ -19,3 +20,4 @@ class SyncOptions:
     image_deadline: float | None = None
     stop_grace: float = 60.0  # seconds images in flight may take after SIGTERM/SIGINT before they are given up
     max_removed: MaxRemoved = field(default_factory=lambda: MaxRemoved("25%"))  # the removal guard (sync.guard)
+    shard: Shard | None = None  # only this share of the repositories (sync.shard); None: all of them

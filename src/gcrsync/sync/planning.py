@@ -3,6 +3,10 @@
 The engine plans one namespace's listing (engine.plan); this adds what needs the run's context: listing
 every namespace at once, a failed listing as that namespace's error (never "no images"), ledger entries
 whose source tag is gone (removed upstream), and the ledger as the record of what the target holds.
+
+With a shard (sync.shard), every namespace is still listed whole (all shards must compute the same split,
+and name collisions are checked across the whole plan), but only the shard's own repositories are planned:
+no HEAD, copy, removal or guard decision for another shard's repository.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from gcrsync.sync.endpoints import Endpoints
 from gcrsync.sync.guard import guard_removals
 from gcrsync.sync.options import SyncOptions
 from gcrsync.sync.report import NamespaceResult
+from gcrsync.sync.shard import ShardedPlan, Split, peer_repositories, split_listings
 
 log = logging.getLogger("gcrsync.sync")
 
@@ -43,10 +48,15 @@ async def discover_namespace(client: RegistryClient, spec: SourceSpec, options: 
 async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[SourceSpec], options: SyncOptions,
                     ledgers: dict[str, Ledger]) -> tuple[Plan, list[NamespaceResult]]:
     """List every namespace, then decide each tag's state with HEADs (or the ledger, when trusted)."""
-    plan = Plan()
     namespaces: list[NamespaceResult] = []
     listings = await asyncio.gather(*(discover_namespace(client, s, options) for s in sources),
                                     return_exceptions=True)
+    listed = [(spec, listing) for spec, listing in zip(sources, listings, strict=True)
+              if not isinstance(listing, BaseException)]
+    shard = options.shard
+    split = split_listings(listed, shard.count) if shard is not None else None
+    plan = Plan() if shard is None else ShardedPlan()
+    everything: list[PlanItem] = []  # every shard's items: collisions are refused for the whole plan
     for spec, listing in zip(sources, listings, strict=True):
         if isinstance(listing, BaseException):
             if not isinstance(listing, Exception):
@@ -58,13 +68,23 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
         ns = NamespaceResult(spec)
         namespaces.append(ns)
         ledger = ledgers.get(spec.label)
+        items = build_items(spec, listing)
+        everything.extend(items)
         removed = removed_items(spec, listing, ledger) if ledger is not None else []
+        total = None
+        if split is not None and shard is not None:
+            items, removed = _own(split, shard.index, items), _own(split, shard.index, removed)
+            # The removal guard's share is this shard's part of the ledger (sync.guard).
+            total = sum(1 for rel, _, _ in ledger.entries() if split.owner(spec, rel) == shard.index) \
+                if ledger is not None else None
         if ledger is not None:
-            removed = guard_removals(ns, listing, ledger, removed, options.max_removed)
+            removed = guard_removals(ns, listing, ledger, removed, options.max_removed, total=total)
         if ns.error is None:  # a namespace the guard took as vanished plans nothing, like a failed listing
-            plan.items.extend(build_items(spec, listing))
+            plan.items.extend(items)
             plan.items.extend(removed)
-    check_collisions(plan.items)
+    check_collisions(everything)
+    if isinstance(plan, ShardedPlan) and split is not None and shard is not None:
+        plan.peers = peer_repositories(everything, split, shard.index)
 
     def lookup(item: PlanItem) -> tuple[str, str | None] | None:
         ledger = ledgers.get(item.spec.label)
@@ -86,6 +106,10 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
         query_jobs=options.query_jobs,
     )
     return plan, namespaces
+
+
+def _own(split: Split, index: int, items: list[PlanItem]) -> list[PlanItem]:
+    return [i for i in items if split.owner(i.spec, i.rel) == index]
 
 
 def removed_items(spec: SourceSpec, listing: list[DiscoveredRepo], ledger: Ledger) -> list[PlanItem]:

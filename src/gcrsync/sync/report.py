@@ -15,6 +15,7 @@ from gcrsync.engine.plan import Plan, PlanItem, SourceSpec
 from gcrsync.engine.result import Attached
 from gcrsync.engine.run import RunOutcome
 from gcrsync.ledger import RunChanges
+from gcrsync.sync.shard import Shard
 
 
 @dataclass
@@ -40,6 +41,9 @@ class SyncReport:
     interrupted: bool = False  # a stop request (SIGTERM/SIGINT) arrived during the run
     # What is attached to tags that were already mirrored (checked for new signatures), per item.
     attached: dict[int, tuple[list[Attached], str | None]] = field(default_factory=dict)
+    shard: Shard | None = None  # this run planned only this share of the repositories (sync.shard)
+    pulled_blobs: dict[str, int] = field(default_factory=dict)  # digest → bytes fetched from a source
+    peer_mounts: int = 0  # blobs mounted from another shard's target repository instead of pulled
 
     EXIT_INTERRUPTED = 3  # the exit status of a run a stop request left with pending images
 
@@ -118,10 +122,13 @@ class SyncReport:
                 "bytes_pulled": self.bytes_pulled,
                 "artifacts": sum(len(i["artifacts"]) for i in images),
                 "artifacts_copied": sum(int(i["artifacts_copied"]) for i in images),
+                "blobs_mounted_from_other_shards": self.peer_mounts,
                 "requests": self.requests,
                 "retries": self.retries,
             },
             "commit": self.commit,
             "metadata_error": self.metadata_error,
             "interrupted": self.interrupted,
+            "shard": str(self.shard) if self.shard is not None else None,
+            "pulled_blobs": dict(sorted(self.pulled_blobs.items())),
         }
