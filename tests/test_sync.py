@@ -25,7 +25,7 @@ from harness import RegistryServer, skopeo_copy_all, skopeo_digest, unique_repo
 def run_sync(tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
     report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
     env = {"DOCKER_CONFIG": str(tmp_path / "nodocker"), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
     result = CliRunner().invoke(main, ["sync", *args, "--report", str(report)], env=env)
     data = json.loads(report.read_text()) if report.exists() else {}
     return result.exit_code, result.output, data

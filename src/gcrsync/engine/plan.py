@@ -1,8 +1,13 @@
 """Plan a namespace sync: what exists at the source, what the target holds, and what to do per tag.
 
 Digests come from the listing when the registry gives them (gcr.io, Docker Hub, quay), else from a
-manifest HEAD — never a GET, since GETs count against Docker Hub's pull quota. The target side is a HEAD,
-or the ledger's record when `trust_ledger` is on (no target request at all).
+manifest HEAD — never a GET, since GETs count against Docker Hub's pull quota. The target side is one of:
+
+- a full verification: a HEAD per tag (the target's real digest);
+- presence: one `tags/list` per target repository; a listed tag holds what the ledger recorded for it
+  (a tag the ledger does not know is HEADed, an absent one is new) — so a tag gone at the target is
+  noticed, a tag re-pointed to another digest at the target is not until the next full verification;
+- the ledger's record alone when `trust_ledger` is on (no target request at all).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from gcrsync.engine.select import TagPolicy, select_tags
 from gcrsync.errors import error_text
 from gcrsync.oci import Platform
 from gcrsync.registry.discovery import DiscoveredRepo, Method
-from gcrsync.store import ImageStore
+from gcrsync.store import ImageStore, ListsTags
 
 log = logging.getLogger("gcrsync.plan")
 
@@ -126,6 +131,32 @@ def check_collisions(items: Iterable[PlanItem]) -> None:
 LedgerLookup = Callable[[PlanItem], "tuple[str, str | None] | None"]  # → (target digest, source digest)
 
 
+class TargetTags:
+    """The tags of each target repository, listed once per run and shared by its items (presence checks).
+
+    None for a store that cannot list its tags, or whose listing failed: its items are HEADed instead.
+    """
+
+    def __init__(self) -> None:
+        self._listed: dict[str, asyncio.Task[frozenset[str] | None]] = {}
+
+    async def of(self, store: ImageStore) -> frozenset[str] | None:
+        if not isinstance(store, ListsTags):
+            return None
+        task = self._listed.get(store.name)
+        if task is None:
+            task = self._listed[store.name] = asyncio.ensure_future(self._list(store, store.name))
+        return await asyncio.shield(task)
+
+    @staticmethod
+    async def _list(store: ListsTags, name: str) -> frozenset[str] | None:
+        try:
+            return frozenset(await store.list_tags())
+        except Exception as exc:  # the HEADs decide instead, tag by tag, as a full verification would
+            log.warning("tags of %s could not be listed (%s): checking its tags one by one", name, error_text(exc))
+            return None
+
+
 async def resolve_digests(
     items: list[PlanItem],
     *,
@@ -134,9 +165,26 @@ async def resolve_digests(
     ledger_lookup: LedgerLookup,
     trust_ledger: bool,
     query_jobs: int,
+    verify_target: Callable[[PlanItem], bool] = lambda item: True,
 ) -> None:
-    """Fill in source and target digests (HEADs only) and decide each item's state."""
+    """Fill in source and target digests (HEADs and tag lists only) and decide each item's state.
+
+    `verify_target(item)` true: the target tag is HEADed (a full verification). False: the target
+    repository's tag list says whether the tag is there, and the ledger's record what it holds.
+    """
     gate = asyncio.Semaphore(query_jobs)
+    listed = TargetTags()
+
+    async def target_digest(item: PlanItem, record: tuple[str, str | None] | None) -> str | None:
+        target = open_target(item)
+        if not verify_target(item):
+            tags = await listed.of(target)
+            if tags is not None and item.tag not in tags:
+                return None  # gone at the target (or never there): copied again
+            if tags is not None and record is not None:
+                return record[0]  # present: holds what the ledger recorded (see the module docstring)
+        desc = await target.head_manifest(item.tag)
+        return desc.digest if desc else None
 
     async def bounded(coro: Awaitable[None]) -> None:
         async with gate:
@@ -161,8 +209,7 @@ async def resolve_digests(
             if trust_ledger and record is not None:
                 item.target_digest = record[0]
             else:
-                desc = await open_target(item).head_manifest(item.tag)
-                item.target_digest = desc.digest if desc else None
+                item.target_digest = await target_digest(item, record)
             if item.target_digest is None:
                 item.state = "new"
                 return

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gcrsync.config import MaxRemoved
 from gcrsync.engine.blobcache import BlobLocations
+from gcrsync.engine.plan import SourceSpec
 
 
 @dataclass
@@ -19,3 +20,9 @@ class SyncOptions:
     image_deadline: float | None = None
     stop_grace: float = 60.0  # seconds images in flight may take after SIGTERM/SIGINT before they are given up
     max_removed: MaxRemoved = field(default_factory=lambda: MaxRemoved("25%"))  # the removal guard (sync.guard)
+    # Namespaces (labels) whose target is verified fully (a HEAD per tag); the others' targets are checked
+    # by presence in their tag lists (sync.verification). None: every namespace is verified fully.
+    verify_target: frozenset[str] | None = None
+
+    def verifies(self, spec: SourceSpec) -> bool:
+        return self.verify_target is None or spec.label in self.verify_target

@@ -84,6 +84,7 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
         ledger_lookup=lookup,
         trust_ledger=options.trust_ledger,
         query_jobs=options.query_jobs,
+        verify_target=lambda item: options.verifies(item.spec),
     )
     return plan, namespaces
 
