@@ -200,7 +200,7 @@ def tool_env(work: Path) -> dict[str, str]:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update({"NO_PROXY": "127.0.0.1,localhost", "PYTHONPYCACHEPREFIX": str(work / "pycache"),
                 "XDG_CONFIG_HOME": str(work / "home/config"), "XDG_DATA_HOME": str(work / "home/data"),
-                "XDG_CACHE_HOME": str(work / "home/cache")})  # fmt: skip
+                "XDG_CACHE_HOME": str(work / "home/cache"), "XDG_STATE_HOME": str(work / "home/state")})  # fmt: skip
     spec = importlib.util.find_spec("gcrsync")  # fill that cache up front, as `pip install` would have
     if spec and spec.submodule_search_locations:
         compile_cmd = [sys.executable, "-m", "compileall", "-q", *spec.submodule_search_locations]

@@ -283,7 +283,8 @@ def test_original_user_password_flags_for_the_target(registry: RegistryServer, a
     ns = unique_repo("userflag")
     digest, _ = push_image(registry.pusher(), f"{ns}/app", "v1", layers=[make_layer(131, 700)])
     env = {"DOCKER_CONFIG": str(tmp_path / "nodocker"), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache"), "GCRSYNC_PASSWORD": auth_registry.password or ""}
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "GCRSYNC_PASSWORD": auth_registry.password or ""}
     args = ["sync", f"{registry.host}/{ns}", "--dest", f"{auth_registry.host}/{ns}", "--user", "alice"]
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 0, result.output

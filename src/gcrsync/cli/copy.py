@@ -7,7 +7,7 @@ import logging
 import click
 
 from gcrsync.cli.common import ByteProgress, registry_client_for, run_async, stdout_line
-from gcrsync.cli.settings import checked, credential_store, load, parse_creds, user_platforms
+from gcrsync.cli.settings import checked, credential_store, load_if_given, parse_creds, user_platforms
 from gcrsync.cli.settings import transport_options as settings_transport
 from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.engine.blobs import BlobMover
@@ -25,7 +25,7 @@ log = logging.getLogger("gcrsync")
 @click.argument("destination")
 @click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
               help="Copy only these platforms of a multi-arch image (repeatable); the index is rewritten.")
-@click.option("-j", "--jobs", default=4, show_default=True, help="Blobs transferred at once.")
+@click.option("-j", "--jobs", type=int, help="Blobs transferred at once. Default 4.")
 @click.option("--timeout", type=float, help="Connect timeout in seconds (idle read: 6x). Default 10.")
 @click.option("--proxy", default=None, help="HTTP(S) proxy URL for registry traffic.")
 @click.option("--force", is_flag=True, help="Push even if the destination already has this digest.")
@@ -37,7 +37,7 @@ log = logging.getLogger("gcrsync")
               "(prefer GCRSYNC_DEST_CREDS).")
 @run_async
 async def copy_command(
-    source: str, destination: str, platforms: tuple[str, ...], jobs: int, timeout: float | None,
+    source: str, destination: str, platforms: tuple[str, ...], jobs: int | None, timeout: float | None,
     proxy: str | None, force: bool, config_path: str | None, src_creds: str | None, dest_creds: str | None,
 ) -> None:
     """Copy one image from SOURCE to DESTINATION.
@@ -59,12 +59,12 @@ async def copy_command(
         dst_ref = src_ref
     else:
         dst_ref = ref_of(dst_loc, src_ref)
-    checked("--jobs", jobs, "jobs")
+    jobs = checked("--jobs", jobs, "jobs") or 4
     checked("--timeout", timeout, "timeout")
     wanted = user_platforms(platforms)
     if wanted and dst_ref.startswith("sha256:"):
         raise ConfigError("a --platform copy has a digest of its own: give DESTINATION a tag")
-    config = load(config_path)
+    config = load_if_given(config_path)  # none: no pydantic nor YAML to import
     overrides: dict[str, Credential] = {}
     for loc, text, what in ((src_loc, src_creds, "--src-creds"), (dst_loc, dest_creds, "--dest-creds")):
         cred = parse_creds(text, what)
