@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,7 +51,7 @@ class SourceSpec:
         return f"{self.registry}/{self.namespace}" if self.namespace else self.registry
 
 
-@dataclass
+@dataclass(slots=True)  # one per tag: 50,000 of them in a large namespace
 class PlanItem:
     spec: SourceSpec
     source_repo: str  # full path at the source registry
@@ -138,15 +138,15 @@ class TargetTags:
     """
 
     def __init__(self) -> None:
-        self._listed: dict[str, asyncio.Task[frozenset[str] | None]] = {}
+        self._listed: dict[str, asyncio.Task[frozenset[str] | None] | None] = {}
 
     async def of(self, store: ImageStore) -> frozenset[str] | None:
-        if not isinstance(store, ListsTags):
-            return None
-        task = self._listed.get(store.name)
-        if task is None:
-            task = self._listed[store.name] = asyncio.ensure_future(self._list(store, store.name))
-        return await asyncio.shield(task)
+        name = store.name
+        if name not in self._listed:  # isinstance on a runtime protocol is slow: once per repository
+            task = asyncio.ensure_future(self._list(store, name)) if isinstance(store, ListsTags) else None
+            self._listed[name] = task
+        task = self._listed[name]
+        return None if task is None else await asyncio.shield(task)
 
     @staticmethod
     async def _list(store: ListsTags, name: str) -> frozenset[str] | None:
@@ -172,7 +172,6 @@ async def resolve_digests(
     `verify_target(item)` true: the target tag is HEADed (a full verification). False: the target
     repository's tag list says whether the tag is there, and the ledger's record what it holds.
     """
-    gate = asyncio.Semaphore(query_jobs)
     listed = TargetTags()
 
     async def target_digest(item: PlanItem, record: tuple[str, str | None] | None) -> str | None:
@@ -185,10 +184,6 @@ async def resolve_digests(
                 return record[0]  # present: holds what the ledger recorded (see the module docstring)
         desc = await target.head_manifest(item.tag)
         return desc.digest if desc else None
-
-    async def bounded(coro: Awaitable[None]) -> None:
-        async with gate:
-            await coro
 
     async def one(item: PlanItem) -> None:
         try:
@@ -223,4 +218,12 @@ async def resolve_digests(
         except Exception as exc:  # one bad tag must not sink the plan; reported per item
             item.state, item.error = "error", error_text(exc)
 
-    await asyncio.gather(*(bounded(one(i)) for i in items))
+    # `query_jobs` workers take the items in turn: one coroutine per worker, not one task per tag (50,000 tasks
+    # would cost ~100 MB and scheduling time; bench/largens.py).
+    todo = iter(items)
+
+    async def worker() -> None:
+        for item in todo:
+            await one(item)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(query_jobs, len(items))))))

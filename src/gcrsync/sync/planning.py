@@ -68,7 +68,7 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
 
     def lookup(item: PlanItem) -> tuple[str, str | None] | None:
         ledger = ledgers.get(item.spec.label)
-        entry = ledger.get(item.rel, item.tag) if ledger else None
+        entry = ledger.get(item.rel, item.tag) if ledger is not None else None  # not len(): O(repos)
         if entry is None or entry.digest is None:
             return None
         if entry.target != item.target:
