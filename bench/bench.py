@@ -41,11 +41,15 @@ MIB = 1024 * 1024
 NAMESPACE = "bench"
 TOOL_TIMEOUT_S = 900
 PLATFORMS = [("linux", "amd64", None), ("linux", "arm64", None), ("linux", "arm", "v7")]
+VERIFY = "B no-op re-sync, gcrsync --verify-target"
 TRUST_LEDGER = "B no-op re-sync, gcrsync --trust-ledger"
 IMMUTABLE = "B no-op re-sync, gcrsync --trust-ledger --immutable 'v\\d+'"
-# gcrsync-only variants of the no-op re-sync (not in the side-by-side table): the ledger replaces the target
-# HEADs; release tags declared immutable cost no request at all.
-VARIANTS = [(TRUST_LEDGER, ["--trust-ledger"]), (IMMUTABLE, ["--trust-ledger", "--immutable", r"v\d+"])]
+# gcrsync-only variants of the no-op re-sync (not in the side-by-side table). The plain re-sync is the default
+# between full verifications (one tags/list per target repository); --verify-target is a full verification
+# (a HEAD per target tag, what every 7th run does); the ledger replaces the target check; release tags
+# declared immutable cost no request at all.
+VARIANTS = [(VERIFY, ["--verify-target"]), (TRUST_LEDGER, ["--trust-ledger"]),
+            (IMMUTABLE, ["--trust-ledger", "--immutable", r"v\d+"])]
 SKOPEO = ["skopeo", "--insecure-policy"]
 NO_TLS = ["--src-tls-verify=false", "--dest-tls-verify=false"]
 # Gorilla's combined log, which distribution writes for every request; the 5th field is the bytes written.
@@ -425,11 +429,14 @@ def targets(ratios: dict[str, dict[str, float | None]], phases: list[Phase], ns:
     immutable = by_key.get((IMMUTABLE, "gcrsync"))
     immutable_req = ratio(immutable.src_requests + immutable.dst_requests, skopeo_noop) if immutable else None
     pulled = ratio(by_key[("B cold sync", "gcrsync")].bytes_pulled, ns.unique_bytes)
+    # issue 14: the default no-op at 2,000 tags ≤ 0.2× skopeo's wall time and ≤ 0.3× its requests; at 60 tags
+    # ≤ 0.6× and ≤ 0.4× (start-up weighs more in a small namespace)
+    wall_goal, req_goal = (0.2, 0.3) if len(ns.images) >= 1000 else (0.6, 0.4)
     checks = [("cold sync wall time ≤ 0.6× skopeo", ratios["B cold sync"]["wall_s"], 0.6),
-              ("no-op re-sync wall time ≤ 0.3× skopeo", ratios["B no-op re-sync"]["wall_s"], 0.3),
-              ("no-op re-sync requests ≤ 0.25× skopeo", noop_req, 0.25),
-              ("  same, gcrsync --trust-ledger", trust_req, 0.25),
-              ("  same, gcrsync --trust-ledger --immutable", immutable_req, 0.25),
+              (f"no-op re-sync wall time ≤ {wall_goal}× skopeo", ratios["B no-op re-sync"]["wall_s"], wall_goal),
+              (f"no-op re-sync requests ≤ {req_goal}× skopeo", noop_req, req_goal),
+              ("  same, gcrsync --trust-ledger", trust_req, req_goal),
+              ("  same, gcrsync --trust-ledger --immutable", immutable_req, req_goal),
               ("cold sync bytes pulled = 1.00× unique", pulled, 1.0)]  # fmt: skip
     return [{"target": label, "value": value, "limit": limit,
              "met": None if value is None else (value == limit if "=" in label[-20:] else value <= limit)}
@@ -446,6 +453,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--platforms", type=int, default=3, choices=(2, 3), help="platforms per multi-arch index")
     p.add_argument("--seed", type=int, default=42, help="all image bytes derive from this")
     p.add_argument("--jobs", type=int, help="pass --jobs N to gcrsync (default: gcrsync's own)")
+    p.add_argument("--skip-copy", action="store_true", help="leave out scenario A (one process per tag)")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 repos × 2 tags × 2 layers × 1 MiB")
     p.add_argument("--rss-sweep", action="store_true", help="also copy one image with a 16/64/256 MiB layer")
     p.add_argument("--rss-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64, 256],
@@ -476,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seeded {len(ns.images)} tags in {len(ns.tags)} repos ({ns.unique_bytes / MIB:.1f} MiB unique) "
               f"in {time.perf_counter() - started:.1f}s", flush=True)  # fmt: skip
         phases: list[Phase] = []
-        for tool in ("gcrsync", "skopeo"):
+        for tool in ("gcrsync", "skopeo") if not args.skip_copy else ():
             print(f"A copy every tag: {tool} …", flush=True)
             phases.append(bench.copy_every_tag(tool, src, ns))
         for tool in ("gcrsync", "skopeo"):

@@ -35,10 +35,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests"), str(REPO_ROOT / "bench")]
 
 from bench import gcrsync_cmd, run_tool, tool_env  # noqa: E402
-from personalities.base import ThreadedApp  # noqa: E402
-
 from gcrsync.engine.plan import SourceSpec, target_location  # noqa: E402
 from gcrsync.ledger import Ledger, LedgerFiles  # noqa: E402
+from personalities.base import ThreadedApp  # noqa: E402
 
 MEDIA = "application/vnd.oci.image.manifest.v1+json"
 NS, MIRROR = "bench", "mirror"
