@@ -7,6 +7,7 @@ README's table is one assertion here, including what a mode misses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,47 @@ def test_verify_target_every_one_is_the_old_behaviour_and_bad_values_are_usage_e
     config.write_text("defaults:\n  verify_target_every: 0\n")
     code, out, _report = run_sync(tmp_path, *args, "-c", str(config))
     assert code == 2 and "verify_target_every" in out and out.count("\n") == 1, out
+
+
+def test_a_listed_target_tag_the_ledger_does_not_know_is_headed_not_copied(
+        registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
+    target, args, _ = setup(registry, make_registry, tmp_path)
+    source_repo = args[0].split("/", 1)[1] + "/app"
+    layer = make_layer(4343, 500)
+    push_image(registry.pusher(), source_repo, "v3", layers=[layer])
+    push_image(target.pusher(), "m/app", "v3", layers=[layer])  # already there, same image, unknown to the ledger
+    target.clear_requests()
+    code, out, report = run_sync(tmp_path, *args)
+    assert code == 0, out
+    assert target_heads(target) == 1
+    assert report["totals"]["states"] == {"unchanged": 3}
+
+
+def test_dry_runs_and_trusted_runs_leave_the_schedule_alone(registry: RegistryServer, make_registry: Any,
+                                                             tmp_path: Path) -> None:
+    _target, args, _ = setup(registry, make_registry, tmp_path)
+    state_file = tmp_path / "state/gcrsync/target-verification.json"
+    before = state_file.read_text()
+    for extra in (("--dry-run",), ("--trust-ledger",)):
+        code, out, _report = run_sync(tmp_path, *args, *extra)
+        assert code == 0, out
+        assert state_file.read_text() == before, extra
+
+
+def test_a_run_that_failed_an_image_does_not_count_as_a_verification(
+        registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
+    target, args, _ = setup(registry, make_registry, tmp_path, "--verify-target-every", "2")
+    source_repo = args[0].split("/", 1)[1] + "/app"
+    layer = make_layer(5151, 500)
+    push_image(registry.pusher(), source_repo, "v3", layers=[layer])
+    blob = f"/v2/{source_repo}/blobs/sha256:{hashlib.sha256(layer).hexdigest()}"
+    assert registry.pusher().request("DELETE", blob, repo=source_repo).status == 202  # v3 cannot be copied
+    heads = []
+    for _ in range(3):
+        target.clear_requests()
+        code, out, _report = run_sync(tmp_path, *args)
+        assert code == 1, out
+        heads.append(target_heads(target))
+    # by presence (v3 is not listed: nothing to HEAD), then due: verified, but v3 failed, so the next run
+    # verifies again instead of counting that one as done
+    assert heads == [0, 3, 3]

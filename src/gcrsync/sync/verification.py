@@ -77,15 +77,14 @@ def record(specs: Iterable[SourceSpec], verified: Iterable[str], incomplete: Ite
            now: datetime | None = None) -> None:
     """After a run: the namespaces verified fully restart their count; the others count one more run.
 
-    A namespace in `incomplete` (its listing failed, or some of its tags could not be planned) keeps its
-    state: a verification that did not see every tag does not count as one.
+    A namespace in `incomplete` (its listing failed, or one of its tags could not be planned or copied)
+    counts as not verified: a verification that did not see every tag through does not count as one, so the
+    next run verifies again (and a namespace that keeps failing is verified on every run once due).
     """
     now = now or datetime.now(UTC)
     state = _load()
-    done, skip = set(verified), set(incomplete)
+    done = set(verified) - set(incomplete)
     for spec in specs:
-        if spec.label in skip:
-            continue
         old = state.get(key(spec))
         if spec.label in done:
             state[key(spec)] = {"verified": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "runs_since": 0}
