@@ -14,6 +14,7 @@ from typing import Any
 
 from tools.imagefactory import make_layer, manifest_digest, push_image
 
+from faultproxy import FaultProxy
 from harness import RegistryServer, unique_repo
 from test_sync import run_sync
 
@@ -185,3 +186,23 @@ def test_a_run_that_failed_an_image_does_not_count_as_a_verification(
     # by presence (v3 is not listed: nothing to HEAD), then due: verified, but v3 failed, so the next run
     # verifies again instead of counting that one as done
     assert heads == [0, 3, 3]
+
+
+def test_a_target_tag_list_that_fails_falls_back_to_heads(registry: RegistryServer, make_registry: Any,
+                                                          tmp_path: Path) -> None:
+    target, args, _ = setup(registry, make_registry, tmp_path)
+    with FaultProxy(target.url) as proxy:
+        proxy.add_fault("413", path=r"/tags/list$")  # refused, and not a status worth retrying
+        via_proxy = (args[0], "--dest", f"{proxy.host}/m")
+        # A first run through the proxy verifies fully (the ledger names the target without it) and starts the
+        # schedule for the proxy's prefix, so the next one goes by tag lists.
+        code, out, report = run_sync(tmp_path, *via_proxy, "--verify-target")
+        assert code == 0, out
+        target.clear_requests()
+        refused = proxy.stats.faults["413"]
+        code, out, report = run_sync(tmp_path, *via_proxy)
+        assert proxy.stats.faults["413"] == refused + 1  # a run by tag lists: it asked for one, and was refused
+    assert code == 0, out
+    assert report["totals"]["states"] == {"unchanged": 2}
+    assert target_heads(target) == 2  # the listing failed: each tag checked with a HEAD instead
+    assert not any("/tags/list" in r.path for r in target.requests())
