@@ -148,6 +148,12 @@ class TargetTags:
         task = self._listed[name]
         return None if task is None else await asyncio.shield(task)
 
+    def close(self) -> None:
+        """Cancel listings still running (the plan was cancelled): no task outlives it."""
+        for task in self._listed.values():
+            if task is not None and not task.done():
+                task.cancel()
+
     @staticmethod
     async def _list(store: ListsTags, name: str) -> frozenset[str] | None:
         try:
@@ -226,4 +232,7 @@ async def resolve_digests(
         for item in todo:
             await one(item)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(query_jobs, len(items))))))
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(query_jobs, len(items))))))
+    finally:
+        listed.close()
