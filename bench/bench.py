@@ -41,11 +41,15 @@ MIB = 1024 * 1024
 NAMESPACE = "bench"
 TOOL_TIMEOUT_S = 900
 PLATFORMS = [("linux", "amd64", None), ("linux", "arm64", None), ("linux", "arm", "v7")]
+VERIFY = "B no-op re-sync, gcrsync --verify-target"
 TRUST_LEDGER = "B no-op re-sync, gcrsync --trust-ledger"
 IMMUTABLE = "B no-op re-sync, gcrsync --trust-ledger --immutable 'v\\d+'"
-# gcrsync-only variants of the no-op re-sync (not in the side-by-side table): the ledger replaces the target
-# HEADs; release tags declared immutable cost no request at all.
-VARIANTS = [(TRUST_LEDGER, ["--trust-ledger"]), (IMMUTABLE, ["--trust-ledger", "--immutable", r"v\d+"])]
+# gcrsync-only variants of the no-op re-sync (not in the side-by-side table). The plain re-sync is the default
+# between full verifications (one tags/list per target repository); --verify-target is a full verification
+# (a HEAD per target tag, what every 7th run does); the ledger replaces the target check; release tags
+# declared immutable cost no request at all.
+VARIANTS = [(VERIFY, ["--verify-target"]), (TRUST_LEDGER, ["--trust-ledger"]),
+            (IMMUTABLE, ["--trust-ledger", "--immutable", r"v\d+"])]
 SKOPEO = ["skopeo", "--insecure-policy"]
 NO_TLS = ["--src-tls-verify=false", "--dest-tls-verify=false"]
 # Gorilla's combined log, which distribution writes for every request; the 5th field is the bytes written.
@@ -200,7 +204,7 @@ def tool_env(work: Path) -> dict[str, str]:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update({"NO_PROXY": "127.0.0.1,localhost", "PYTHONPYCACHEPREFIX": str(work / "pycache"),
                 "XDG_CONFIG_HOME": str(work / "home/config"), "XDG_DATA_HOME": str(work / "home/data"),
-                "XDG_CACHE_HOME": str(work / "home/cache")})  # fmt: skip
+                "XDG_CACHE_HOME": str(work / "home/cache"), "XDG_STATE_HOME": str(work / "home/state")})  # fmt: skip
     spec = importlib.util.find_spec("gcrsync")  # fill that cache up front, as `pip install` would have
     if spec and spec.submodule_search_locations:
         compile_cmd = [sys.executable, "-m", "compileall", "-q", *spec.submodule_search_locations]
@@ -342,9 +346,16 @@ class Bench:
         if tool == "gcrsync":
             runs += [(label, [*argv, *extra]) for label, extra in VARIANTS]
         for scenario, args in runs:
-            phase = Phase(scenario, tool)
-            with self.measure(phase, src, dst):
-                self.run(phase, args)
+            # --repeat: a no-op is run several times and its median wall time kept (requests are the same
+            # every time); at most 6, so the default no-ops all fall between two full verifications.
+            samples = []
+            for _ in range(1 if scenario == "B cold sync" else self.args.repeat):
+                sample = Phase(scenario, tool)
+                with self.measure(sample, src, dst):
+                    self.run(sample, args)
+                samples.append(sample)
+            phase = sorted(samples, key=lambda p: p.wall_s)[len(samples) // 2]
+            phase.failures = [f for sample in samples for f in sample.failures]
             phase.verify_problems = verify(dst, expected)
             phases.append(phase)
         self.drop(dst)
@@ -425,11 +436,14 @@ def targets(ratios: dict[str, dict[str, float | None]], phases: list[Phase], ns:
     immutable = by_key.get((IMMUTABLE, "gcrsync"))
     immutable_req = ratio(immutable.src_requests + immutable.dst_requests, skopeo_noop) if immutable else None
     pulled = ratio(by_key[("B cold sync", "gcrsync")].bytes_pulled, ns.unique_bytes)
+    # issue 14: the default no-op at 2,000 tags ≤ 0.2× skopeo's wall time and ≤ 0.3× its requests; at 60 tags
+    # ≤ 0.6× and ≤ 0.4× (start-up weighs more in a small namespace)
+    wall_goal, req_goal = (0.2, 0.3) if len(ns.images) >= 1000 else (0.6, 0.4)
     checks = [("cold sync wall time ≤ 0.6× skopeo", ratios["B cold sync"]["wall_s"], 0.6),
-              ("no-op re-sync wall time ≤ 0.3× skopeo", ratios["B no-op re-sync"]["wall_s"], 0.3),
-              ("no-op re-sync requests ≤ 0.25× skopeo", noop_req, 0.25),
-              ("  same, gcrsync --trust-ledger", trust_req, 0.25),
-              ("  same, gcrsync --trust-ledger --immutable", immutable_req, 0.25),
+              (f"no-op re-sync wall time ≤ {wall_goal}× skopeo", ratios["B no-op re-sync"]["wall_s"], wall_goal),
+              (f"no-op re-sync requests ≤ {req_goal}× skopeo", noop_req, req_goal),
+              ("  same, gcrsync --trust-ledger", trust_req, req_goal),
+              ("  same, gcrsync --trust-ledger --immutable", immutable_req, req_goal),
               ("cold sync bytes pulled = 1.00× unique", pulled, 1.0)]  # fmt: skip
     return [{"target": label, "value": value, "limit": limit,
              "met": None if value is None else (value == limit if "=" in label[-20:] else value <= limit)}
@@ -446,6 +460,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--platforms", type=int, default=3, choices=(2, 3), help="platforms per multi-arch index")
     p.add_argument("--seed", type=int, default=42, help="all image bytes derive from this")
     p.add_argument("--jobs", type=int, help="pass --jobs N to gcrsync (default: gcrsync's own)")
+    p.add_argument("--skip-copy", action="store_true", help="leave out scenario A (one process per tag)")
+    p.add_argument("--repeat", type=int, default=1, choices=range(1, 7), metavar="1-6",
+                   help="run each no-op this many times and keep the median wall time (noisy machines)")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 repos × 2 tags × 2 layers × 1 MiB")
     p.add_argument("--rss-sweep", action="store_true", help="also copy one image with a 16/64/256 MiB layer")
     p.add_argument("--rss-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64, 256],
@@ -476,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seeded {len(ns.images)} tags in {len(ns.tags)} repos ({ns.unique_bytes / MIB:.1f} MiB unique) "
               f"in {time.perf_counter() - started:.1f}s", flush=True)  # fmt: skip
         phases: list[Phase] = []
-        for tool in ("gcrsync", "skopeo"):
+        for tool in ("gcrsync", "skopeo") if not args.skip_copy else ():
             print(f"A copy every tag: {tool} …", flush=True)
             phases.append(bench.copy_every_tag(tool, src, ns))
         for tool in ("gcrsync", "skopeo"):

@@ -34,12 +34,13 @@ def test_one_mount_per_target_repository_and_blob_under_load(registry: RegistryS
     assert mounts == {f"{ns}-m/a": 1, f"{ns}-m/b": 1, f"{ns}-m/c": 1}
 
 
-def test_unchanged_tags_cost_two_heads_or_one_with_trust_ledger(registry: RegistryServer, make_registry: Any,
-                                                                 tmp_path: Path) -> None:
+def test_unchanged_tags_cost_one_tags_list_per_target_repository_by_default(
+        registry: RegistryServer, make_registry: Any, tmp_path: Path) -> None:
     ns = unique_repo("trust")
     pusher = registry.pusher()
-    for tag in ("v1", "v2", "v3"):
-        push_image(pusher, f"{ns}/app", tag, layers=[make_layer(hash(tag) % 997, 400)])
+    for repo in ("app", "db"):
+        for tag in ("v1", "v2", "v3"):
+            push_image(pusher, f"{ns}/{repo}", tag, layers=[make_layer(hash((repo, tag)) % 997, 400)])
     target: RegistryServer = make_registry()
     args = (f"{registry.host}/{ns}", "--dest", f"{target.host}/m")
     assert run_sync(tmp_path, *args)[0] == 0
@@ -47,11 +48,20 @@ def test_unchanged_tags_cost_two_heads_or_one_with_trust_ledger(registry: Regist
     def manifest_requests(server: RegistryServer) -> list[str]:
         return sorted(r.method for r in server.requests() if "/manifests/" in r.path)
 
-    for extra, target_heads in (((), ["HEAD"] * 3), (("--trust-ledger",), [])):
+    def tag_lists(server: RegistryServer) -> list[str]:
+        return sorted(r.path.split("/v2/", 1)[1].split("/tags/", 1)[0] for r in server.requests()
+                      if "/tags/list" in r.path)
+
+    # default (presence from one tags/list per target repository), a full verification on demand (a HEAD
+    # per tag), and --trust-ledger (no target request at all)
+    for extra, target_heads, target_lists in (((), [], ["m/app", "m/db"]),
+                                              (("--verify-target",), ["HEAD"] * 6, []),
+                                              (("--trust-ledger",), [], [])):
         registry.clear_requests()
         target.clear_requests()
         code, out, report = run_sync(tmp_path, *args, *extra)
         assert code == 0, out
-        assert report["totals"]["states"] == {"unchanged": 3}
-        assert manifest_requests(registry) == ["HEAD"] * 3  # one per tag at the source
-        assert manifest_requests(target) == target_heads  # one per tag at the target, none when trusted
+        assert report["totals"]["states"] == {"unchanged": 6}
+        assert manifest_requests(registry) == ["HEAD"] * 6  # a listing without digests: one per tag at the source
+        assert manifest_requests(target) == target_heads
+        assert tag_lists(target) == target_lists

@@ -56,6 +56,7 @@ class Run:
     code: int
     output: str  # stdout and stderr (logs) interleaved
     report: dict[str, Any] = field(default_factory=dict)
+    stdout: str = ""  # stdout alone (what --json prints)
 
 
 class Gcrsync:
@@ -73,7 +74,7 @@ class Gcrsync:
     def run(self, *args: str, cache: str = "cache", env: dict[str, str] | None = None, debug: bool = False) -> Run:
         argv = ["--debug", *args] if debug else list(args)
         result = CliRunner().invoke(main, argv, env=self.env(cache, **(env or {})))
-        return Run(result.exit_code, result.output)
+        return Run(result.exit_code, result.output, stdout=result.stdout)
 
     def sync(self, *args: str, cache: str = "cache", env: dict[str, str] | None = None, debug: bool = False) -> Run:
         self.runs += 1

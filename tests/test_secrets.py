@@ -76,7 +76,8 @@ def capture_tokens(issuer: TokenIssuer, monkeypatch: pytest.MonkeyPatch) -> Iter
 def run_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[Result, str]:
     """`gcrsync --debug ...` in-process; returns the result and everything it printed (stdout + stderr)."""
     base = {"DOCKER_CONFIG": str(tmp_path / "nodocker"), "XDG_DATA_HOME": str(tmp_path / "data"),
-            "XDG_CACHE_HOME": str(tmp_path / "cache"), "GCRSYNC_SRC_CREDS": None, "GCRSYNC_DEST_CREDS": None}
+            "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state"),
+            "GCRSYNC_SRC_CREDS": None, "GCRSYNC_DEST_CREDS": None}
     result = CliRunner().invoke(main, ["--debug", *args], env={**base, **(env or {})})
     return result, result.stdout + result.stderr + result.output
 

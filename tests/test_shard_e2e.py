@@ -51,7 +51,7 @@ def shard_of(cli: Gcrsync, args: tuple[str, ...]) -> dict[str, int]:
     """repository → shard, as `gcrsync plan --shards N --json` prints it."""
     run = cli.run("plan", *args, "--shards", str(N), "--json")
     assert run.code == 0, run.output
-    doc = json.loads(run.output)
+    doc = json.loads(run.stdout)
     assert doc["weighed_by"] == "tags" and sum(s["tags"] for s in doc["per_shard"]) == sum(
         r["tags"] for r in doc["repositories"])
     return {r["repository"]: r["shard"] for r in doc["repositories"]}
@@ -131,7 +131,7 @@ def test_three_shards_at_once_equal_one_run_and_a_killed_shard_redoes_only_its_s
     # really served more than once (its access log).
     merged = cli.run("merge-reports", *map(str, reports), "--json")
     assert merged.code == 0, merged.output
-    counts = json.loads(merged.output)
+    counts = json.loads(merged.stdout)
     gets = Counter(r.path.rsplit("/", 1)[1] for r in registry.requests()
                    if r.method == "GET" and r.path.startswith(f"/v2/{ns}/") and "/blobs/sha256:" in r.path)
     assert counts["duplicate_blobs"] == sum(1 for n in gets.values() if n > 1)
@@ -244,7 +244,7 @@ def test_removals_are_decided_per_shard_for_its_own_repositories(registry: Regis
     assert shard_of(cli, args) == owners
     dry = cli.run("sync", *args, "--metadata", str(remote), "--shard", f"0/{N}", "--dry-run", "--json")
     assert dry.code == 0, dry.output
-    planned = json.loads(dry.output)["images"]
+    planned = json.loads(dry.stdout)["images"]
     assert {i["source"].split(f"/{ns}/")[1].split(":")[0] for i in planned} == {r for r, s in owners.items() if s == 0}
     assert [i["source"] for i in planned if i["planned"] == "removed"] == [f"{source}/{a}:v1"]
     zero = cli.sync(*args, "--metadata", str(remote), "--shard", f"0/{N}", "--max-removed", "20%")

@@ -25,7 +25,7 @@ from harness import RegistryServer, skopeo_copy_all, skopeo_digest, unique_repo
 def run_sync(tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
     report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
     env = {"DOCKER_CONFIG": str(tmp_path / "nodocker"), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
     result = CliRunner().invoke(main, ["sync", *args, "--report", str(report)], env=env)
     data = json.loads(report.read_text()) if report.exists() else {}
     return result.exit_code, result.output, data
@@ -283,7 +283,8 @@ def test_original_user_password_flags_for_the_target(registry: RegistryServer, a
     ns = unique_repo("userflag")
     digest, _ = push_image(registry.pusher(), f"{ns}/app", "v1", layers=[make_layer(131, 700)])
     env = {"DOCKER_CONFIG": str(tmp_path / "nodocker"), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache"), "GCRSYNC_PASSWORD": auth_registry.password or ""}
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "GCRSYNC_PASSWORD": auth_registry.password or ""}
     args = ["sync", f"{registry.host}/{ns}", "--dest", f"{auth_registry.host}/{ns}", "--user", "alice"]
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 0, result.output

@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gcrsync.errors import ConfigError
 from gcrsync.secretfiles import check_permissions
+
+if TYPE_CHECKING:
+    import yaml
 
 Naming = str  # "flatten" | "preserve" | "prefix" | a template with {registry} {namespace} {path} {name}
 Discovery = Literal["auto", "gcr", "catalog", "dockerhub", "quay", "ghcr", "list"]
@@ -109,6 +111,35 @@ class MaxRemoved:
         return removed * 100 <= self.percent * total
 
 
+class VerifyEvery:
+    """How often a run verifies the target fully (a HEAD per tag) instead of by presence in its tag lists
+    (`verify_target_every`): every N-th run (`7`), or when the last full verification is older than a
+    duration (`7d`, `12h`, `90m`). `1` verifies on every run. Shared by the config and the command line."""
+
+    UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def __init__(self, value: int | str) -> None:
+        self.text = str(value).strip()
+        self.runs: int | None = None
+        self.seconds: float | None = None
+        m = re.fullmatch(r"(\d+)([smhd])", self.text)
+        if isinstance(value, bool) or not (m or re.fullmatch(r"\d+", self.text)):
+            raise ValueError(f"{self.text[:40]!r} is not a number of runs (e.g. 7) or a duration (e.g. 7d)")
+        if m:
+            self.seconds = int(m.group(1)) * self.UNITS[m.group(2)]
+        else:
+            self.runs = int(self.text)
+        if not (self.runs or self.seconds):
+            raise ValueError(f"{self.text!r}: must be at least 1 run or a positive duration")
+
+    def due(self, runs_since: int, seconds_since: float) -> bool:
+        """Is a full verification due, `runs_since` cheap runs and `seconds_since` after the last one?"""
+        if self.runs is not None:
+            return runs_since + 1 >= self.runs
+        assert self.seconds is not None
+        return seconds_since >= self.seconds
+
+
 class Defaults(_Model):
     jobs: int = Field(default=4, ge=1, le=64)
     query_jobs: int = Field(default=8, ge=1, le=128)
@@ -121,6 +152,15 @@ class Defaults(_Model):
     referrers: bool = True  # mirror the signatures, attestations and SBOMs attached to mirrored images
     artifact_types: ArtifactTypesConfig = Field(default_factory=ArtifactTypesConfig)
     max_removed: int | str = Field(default="25%", description="removal guard: a count or a percentage")
+    verify_target_every: int | str = Field(default=7, description="full target verification: runs or a duration")
+
+    @field_validator("verify_target_every", mode="before")
+    @classmethod
+    def _verify_every(cls, value: Any) -> Any:
+        if not isinstance(value, int | str):
+            raise ValueError("must be a number of runs (e.g. 7) or a duration (e.g. 7d)")
+        VerifyEvery(value)
+        return value
 
     @field_validator("max_removed", mode="before")
     @classmethod
@@ -165,6 +205,8 @@ class Config(_Model):
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
+    import yaml  # only a config file needs the YAML parser: commands without one start faster
+
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
@@ -192,6 +234,8 @@ def _loc_text(loc: tuple[int | str, ...]) -> str:
 
 
 def parse_config(text: str, name: str = "<config>") -> Config:
+    import yaml  # only a config file needs the YAML parser: commands without one start faster
+
     try:
         data: Any = yaml.safe_load(text)
         tree = yaml.compose(text, Loader=yaml.SafeLoader)

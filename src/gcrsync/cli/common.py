@@ -13,16 +13,6 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from gcrsync.errors import GcrsyncError
 from gcrsync.registry.client import RegistryClient
@@ -30,13 +20,30 @@ from gcrsync.registry.credentials import CredentialStore
 from gcrsync.registry.transport import Transport, TransportOptions
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
     from gcrsync.config import Config
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-stderr = Console(stderr=True)
 log = logging.getLogger("gcrsync")
+_console: list[Console] = []
+
+
+def stderr_is_terminal() -> bool:
+    """Progress bars and rich log lines only on a terminal; rich is not even imported otherwise (start-up)."""
+    return sys.stderr.isatty()
+
+
+def stderr_console() -> Console:
+    """The one rich Console on stderr (log handler and progress bars share it, so lines print above bars)."""
+    if not _console:
+        from rich.console import Console
+
+        _console.append(Console(stderr=True))
+    return _console[0]
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -69,10 +76,10 @@ def setup_logging(*, debug: bool = False, quiet: bool = False, json_lines: bool 
     if json_lines:
         handler: logging.Handler = _CurrentStderr()
         handler.setFormatter(JsonFormatter())
-    elif stderr.is_terminal:
+    elif stderr_is_terminal():
         from rich.logging import RichHandler
 
-        handler = RichHandler(console=stderr, show_path=False, markup=False)
+        handler = RichHandler(console=stderr_console(), show_path=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = _CurrentStderr()
@@ -109,11 +116,12 @@ def one_line(text: str) -> str:
 
 @asynccontextmanager
 async def registry_client_for(
-    config: Config, options: TransportOptions, credentials: CredentialStore
+    config: Config | None, options: TransportOptions, credentials: CredentialStore
 ) -> AsyncIterator[RegistryClient]:
-    """The run's client with the config's per-registry upload settings."""
-    chunked = [host for host, reg in config.registries.items() if reg.chunked_upload]
-    apis = {host: reg.api for host, reg in config.registries.items() if reg.api}
+    """The run's client with the config's per-registry upload settings (None: no config file)."""
+    registries = config.registries if config is not None else {}
+    chunked = [host for host, reg in registries.items() if reg.chunked_upload]
+    apis = {host: reg.api for host, reg in registries.items() if reg.api}
     async with Transport(options) as transport:
         yield RegistryClient(transport, credentials, chunked_hosts=chunked, apis=apis)
 
@@ -122,7 +130,7 @@ class ByteProgress:
     """A rich progress bar (bytes, speed, ETA) on a terminal; nothing otherwise (log lines suffice)."""
 
     def __init__(self, description: str, total: int | None = None) -> None:
-        self.enabled = stderr.is_terminal
+        self.enabled = stderr_is_terminal()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self.description = description
@@ -130,13 +138,22 @@ class ByteProgress:
 
     def __enter__(self) -> ByteProgress:
         if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
-                console=stderr,
+                console=stderr_console(),
                 transient=False,
             )
             self._progress.start()

@@ -7,7 +7,7 @@ import logging
 import click
 
 from gcrsync.cli.common import ByteProgress, registry_client_for, run_async, stdout_line
-from gcrsync.cli.settings import checked, credential_store, load, parse_creds, user_platforms
+from gcrsync.cli.settings import checked, credential_store, load_if_given, parse_creds, user_platforms
 from gcrsync.cli.settings import transport_options as settings_transport
 from gcrsync.engine.artifacts import ArtifactPolicy, copy_attached
 from gcrsync.engine.blobcache import BlobLocations
@@ -27,7 +27,7 @@ log = logging.getLogger("gcrsync")
 @click.argument("destination")
 @click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
               help="Copy only these platforms of a multi-arch image (repeatable); the index is rewritten.")
-@click.option("-j", "--jobs", default=4, show_default=True, help="Blobs transferred at once.")
+@click.option("-j", "--jobs", type=int, help="Blobs transferred at once. Default 4.")
 @click.option("--timeout", type=float, help="Connect timeout in seconds (idle read: 6x). Default 10.")
 @click.option("--proxy", default=None, help="HTTP(S) proxy URL for registry traffic.")
 @click.option("--force", is_flag=True, help="Push even if the destination already has this digest.")
@@ -41,7 +41,7 @@ log = logging.getLogger("gcrsync")
               help="Also copy the signatures, attestations and SBOMs attached to the image.")
 @run_async
 async def copy_command(
-    source: str, destination: str, platforms: tuple[str, ...], jobs: int, timeout: float | None,
+    source: str, destination: str, platforms: tuple[str, ...], jobs: int | None, timeout: float | None,
     proxy: str | None, force: bool, config_path: str | None, src_creds: str | None, dest_creds: str | None,
     referrers: bool,
 ) -> None:
@@ -65,12 +65,12 @@ async def copy_command(
         dst_ref = src_ref
     else:
         dst_ref = ref_of(dst_loc, src_ref)
-    checked("--jobs", jobs, "jobs")
+    jobs = checked("--jobs", jobs, "jobs") or 4
     checked("--timeout", timeout, "timeout")
     wanted = user_platforms(platforms)
     if wanted and dst_ref.startswith("sha256:"):
         raise ConfigError("a --platform copy has a digest of its own: give DESTINATION a tag")
-    config = load(config_path)
+    config = load_if_given(config_path)  # none: no pydantic nor YAML to import
     overrides: dict[str, Credential] = {}
     for loc, text, what in ((src_loc, src_creds, "--src-creds"), (dst_loc, dest_creds, "--dest-creds")):
         cred = parse_creds(text, what)
@@ -83,14 +83,14 @@ async def copy_command(
         dst = open_store(client, dst_loc, create=True)
         with ByteProgress(f"{source} → {destination}") as progress:
             mover = BlobMover(jobs, on_bytes=progress.advance, locations=BlobLocations(), on_start=progress.add_total)
-
-
             try:
                 result = await copy_image(src, src_ref, dst, dst_ref, mover, CopyOptions(wanted, force))
                 attached: list[Attached] = []
                 if referrers:
-                    policy = ArtifactPolicy(include=list(config.defaults.artifact_types.include),
-                                            exclude=list(config.defaults.artifact_types.exclude))
+                    policy = ArtifactPolicy()
+                    if config is not None:  # the config's `defaults.artifact_types:` narrows the referrers
+                        types = config.defaults.artifact_types
+                        policy = ArtifactPolicy(include=list(types.include), exclude=list(types.exclude))
                     attached = await copy_attached(src, dst, result.subjects, mover, policy)
             except BaseException as exc:  # TaskGroup wraps failures in groups: surface the first one
                 inner = first_error(exc)

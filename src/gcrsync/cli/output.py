@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+import click
 
+from gcrsync.cli.common import stderr_console, stderr_is_terminal
 from gcrsync.engine.plan import Plan, PlanItem
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
     from gcrsync.engine.result import ImageResult
     from gcrsync.sync import SyncReport
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 def stdout() -> Console:
     # Created on use, so a redirected/captured sys.stdout (tests, pipes) is honoured. Off a terminal, tables
     # get room for full references instead of being squeezed to 80 columns.
+    from rich.console import Console
+
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:
         console = Console(highlight=False, soft_wrap=True, width=250)
@@ -39,10 +43,7 @@ class SyncProgress:
     """
 
     def __init__(self) -> None:
-        from gcrsync.cli.common import stderr
-
-        self.console = stderr
-        self.enabled = self.console.is_terminal
+        self.enabled = stderr_is_terminal()
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.moved = 0
@@ -50,9 +51,11 @@ class SyncProgress:
 
     def __enter__(self) -> SyncProgress:
         if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[transfer]}"), TimeElapsedColumn(),
-                                     console=self.console)
+                                     console=stderr_console())
             self.progress.start()
         return self
 
@@ -85,6 +88,8 @@ def human_bytes(n: float) -> str:
 
 
 def print_plan(report: SyncReport) -> None:
+    from rich.table import Table
+
     console = stdout()
     table = Table(title="plan", show_lines=False)
     for col in ("state", "source", "target", "source digest", "target digest"):
@@ -100,8 +105,10 @@ def print_plan(report: SyncReport) -> None:
 
 
 def print_summary(report: SyncReport) -> None:
-    console = stdout()
+    """The results table (rich, only when something was copied), then plain lines: a no-op imports no rich."""
     if report.outcome.results:
+        from rich.table import Table
+
         table = Table(title="sync")
         for col in ("result", "source", "target", "digest", "bytes", "blobs c/m/s", "error"):
             table.add_column(col)
@@ -111,20 +118,20 @@ def print_summary(report: SyncReport) -> None:
                 label += f" (sparse: {res.sparse_children_missing} absent)"
             table.add_row(label, item.source, item.target, short(res.digest), human_bytes(res.bytes_copied),
                           f"{res.blobs_copied}/{res.blobs_mounted}/{res.blobs_skipped}", res.error or "")
-        console.print(table)
+        stdout().print(table)
     _namespace_errors(report)
     for item in report.pending:
-        console.print(f"pending {item.source} → {item.target}: not started, the run was interrupted")
+        click.echo(f"pending {item.source} → {item.target}: not started, the run was interrupted")
     for item in report.plan.by_state("error"):
-        console.print(f"failed {item.source} → {item.target}: {item.error}")
+        click.echo(f"failed {item.source} → {item.target}: {item.error}")
     for item in report.prune_failed:
-        console.print(f"not pruned {item.target}: {item.error}")
+        click.echo(f"not pruned {item.target}: {item.error}")
     data = report.to_json()["totals"]
     counts = report.plan.counts()
     failed = len(report.outcome.failed)
     skipped = sum(r.state == "skipped" for _, r in report.outcome.results)
     sparse = sum(r.sparse_children_missing > 0 for _, r in report.outcome.results)
-    console.print(
+    click.echo(
         f"synced {len(report.outcome.results) - failed - skipped} images ({human_bytes(data['bytes_copied'])}), "
         f"{counts['unchanged']} unchanged, {failed + counts['error']} failed, {counts['removed']} removed upstream"
         + (f", {skipped} skipped (platform)" if skipped else "")
@@ -138,9 +145,8 @@ def print_summary(report: SyncReport) -> None:
 
 
 def _namespace_errors(report: SyncReport) -> None:
-    console = stdout()
     for ns in report.namespaces:
         if ns.error:
-            console.print(f"listing {ns.spec.label} failed: {ns.error}")
+            click.echo(f"listing {ns.spec.label} failed: {ns.error}")
         if ns.guard:
-            console.print(ns.guard)
+            click.echo(ns.guard)

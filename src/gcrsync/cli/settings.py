@@ -1,44 +1,46 @@
-"""Turn the config file and command-line options into the objects a run needs (shared by every command)."""
+"""Turn the config file and command-line options into the objects a run needs (shared by every command).
+
+The config model (pydantic, PyYAML) and the metadata repository are imported where they are needed, not
+here: `gcrsync copy` without `-c` needs neither, and start-up time matters for scheduled jobs.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pydantic import BaseModel, ValidationError
-
-from gcrsync.config import (
-    Config,
-    Defaults,
-    Discovery,
-    MetadataConfig,
-    RegistryConfig,
-    SyncEntry,
-    TagsConfig,
-    env_value,
-    load_config,
-)
 from gcrsync.engine.artifacts import ArtifactPolicy
 from gcrsync.engine.naming import validate_mode
 from gcrsync.engine.plan import SourceSpec
 from gcrsync.engine.select import TagPolicy
 from gcrsync.errors import ConfigError, InvalidReference, ManifestError
-from gcrsync.ledger import MetadataRepo
 from gcrsync.oci import Platform
 from gcrsync.reference import split_namespace
 from gcrsync.registry.credentials import Credential, CredentialStore
 from gcrsync.registry.transport import HostPolicy, TransportOptions
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from gcrsync.config import Config, Discovery, MetadataConfig, RegistryConfig, SyncEntry, TagsConfig
+    from gcrsync.ledger import MetadataRepo
+
 T = TypeVar("T")
+DEFAULT_TIMEOUT = 10.0  # seconds; the config's `defaults.timeout` (tests/test_options.py checks they agree)
 
 
-def checked(option: str, value: T | None, setting: str, model: type[BaseModel] = Defaults) -> T | None:
+def checked(option: str, value: T | None, setting: str, model: type[BaseModel] | None = None) -> T | None:
     """A command-line value checked by the config model's own rule for the same setting, so an option and
     the config file accept and refuse the same values (`--jobs 0` like `jobs: 0`), in one line."""
     if value is None:
         return None
+    from pydantic import ValidationError
+
+    from gcrsync.config import Defaults
+
+    model = model or Defaults
     try:
         model.model_validate({setting: value})
     except ValidationError as exc:
@@ -91,7 +93,14 @@ def parse_creds(text: str | None, what: str) -> Credential | None:
 
 
 def load(config_path: str | None) -> Config:
+    from gcrsync.config import Config, load_config
+
     return load_config(Path(config_path)) if config_path else Config()
+
+
+def load_if_given(config_path: str | None) -> Config | None:
+    """The config file, or None without one (a command that only needs its `registries:` starts faster)."""
+    return load(config_path) if config_path else None
 
 
 def _policy(tags: TagsConfig) -> TagPolicy:
@@ -105,6 +114,8 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
                  tags: TagsConfig | None = None, discovery: Discovery | None = None,
                  referrers: bool | None = None) -> list[SourceSpec]:
     """One SourceSpec per `sync:` entry, or per SOURCE_NAMESPACE argument (the quick form)."""
+    from gcrsync.config import SyncEntry
+
     entries = list(config.sync)
     if namespaces:
         entries = [SyncEntry(source=ns) for ns in namespaces]
@@ -150,14 +161,14 @@ def _normalise_target(target: str) -> str:
     return f"{registry}/{namespace}" if namespace else registry
 
 
-def credential_store(config: Config, *, src_creds: str | None = None, dest_creds: str | None = None,
+def credential_store(config: Config | None, *, src_creds: str | None = None, dest_creds: str | None = None,
                      sources: list[SourceSpec] | None = None,
                      overrides: dict[str, Credential] | None = None) -> CredentialStore:
     """Per host: command-line credentials, then the config's `registries:`, then the Docker config."""
     given = dict(overrides or {})
     overrides = {}
     env: dict[str, tuple[str, str]] = {}
-    for host, reg in config.registries.items():
+    for host, reg in (config.registries if config is not None else {}).items():
         cred = _registry_credential(host, reg)
         if cred is not None:
             overrides[host] = cred
@@ -173,6 +184,8 @@ def credential_store(config: Config, *, src_creds: str | None = None, dest_creds
 
 
 def _registry_credential(host: str, reg: RegistryConfig) -> Credential | None:
+    from gcrsync.config import env_value
+
     user = reg.username or env_value(reg.username_env)
     password = reg.password or env_value(reg.password_env)
     if reg.password_env and password is None:
@@ -187,16 +200,17 @@ def _registry_credential(host: str, reg: RegistryConfig) -> Credential | None:
     return Credential(username=user, password=password)
 
 
-def transport_options(config: Config, *, timeout: float | None = None, proxy: str | None = None) -> TransportOptions:
+def transport_options(config: Config | None, *, timeout: float | None = None,
+                      proxy: str | None = None) -> TransportOptions:
     policies = {
         host: HostPolicy(insecure=reg.insecure, plain_http=reg.plain_http, requests_per_second=reg.requests_per_second,
                          max_concurrency=reg.max_concurrency)
-        for host, reg in config.registries.items()
+        for host, reg in (config.registries if config is not None else {}).items()
     }
-    connect = timeout or config.defaults.timeout
+    connect = timeout or (config.defaults.timeout if config is not None else DEFAULT_TIMEOUT)
     # The idle-read timeout is what --timeout's help and the README say: 6x the connect timeout.
     return TransportOptions(connect_timeout=connect, read_timeout=connect * 6,
-                            proxy=proxy or config.proxy, host_policies=policies)
+                            proxy=proxy or (config.proxy if config is not None else None), host_policies=policies)
 
 
 def open_metadata(meta: MetadataConfig, location: str | None, *, clone_group: str | None = None) -> MetadataRepo:
@@ -204,6 +218,9 @@ def open_metadata(meta: MetadataConfig, location: str | None, *, clone_group: st
 
     `clone_group` keeps a separate clone of a remote (e.g. per shard), so that shards running on one machine
     do not wait for each other's lock on a shared clone."""
+    from gcrsync.config import env_value
+    from gcrsync.ledger import MetadataRepo
+
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gcrsync" / "metadata"
     if clone_group:
         cache = cache / clone_group

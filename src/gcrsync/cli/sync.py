@@ -15,11 +15,11 @@ from gcrsync.cli import output
 from gcrsync.cli.common import registry_client_for, run_async, stdout_line
 from gcrsync.cli.settings import checked, open_metadata, parse_duration
 from gcrsync.cli.sources import SourceArgs, source_options
-from gcrsync.config import MaxRemoved
+from gcrsync.config import MaxRemoved, VerifyEvery
 from gcrsync.engine.blobcache import BlobLocations
 from gcrsync.errors import ConfigError
 from gcrsync.ledger import MetadataRepo, PushFailed
-from gcrsync.sync import Mirror, SyncOptions, SyncReport
+from gcrsync.sync import Mirror, SyncOptions, SyncReport, verification
 from gcrsync.sync.journal import ChangeJournal
 from gcrsync.sync.last_run import save_last_run
 from gcrsync.sync.shard import Shard
@@ -34,6 +34,10 @@ log = logging.getLogger("gcrsync")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report of the run here.")
 @click.option("--trust-ledger", is_flag=True, default=None, help="Take the target's digests from the ledger.")
+@click.option("--verify-target", is_flag=True, help="HEAD every target tag this run (a full verification), "
+              "whatever the schedule or --trust-ledger say.")
+@click.option("--verify-target-every", help="Verify the target fully every N-th run (7) or after a duration "
+              "(7d); other runs check tag presence with one tags/list per repository (default 7).")
 @click.option("--prune", is_flag=True, default=None, help="Delete target tags whose source tag is gone.")
 @click.option("--max-removed", help="Removal guard: the most ledger entries of one namespace a run may record "
               "as removed upstream, a count or N% (default 25%, and never all unless 100%).")
@@ -48,8 +52,8 @@ log = logging.getLogger("gcrsync")
 @run_async
 async def sync_command(
     args: SourceArgs, jobs: int | None, dry_run: bool, as_json: bool, report: str | None,
-    trust_ledger: bool | None, prune: bool | None, max_removed: str | None, every: str | None,
-    image_deadline: str | None, stop_grace: str | None,
+    trust_ledger: bool | None, verify_target: bool, verify_target_every: str | None, prune: bool | None,
+    max_removed: str | None, every: str | None, image_deadline: str | None, stop_grace: str | None,
     message: str | None, shard: str | None,
 ) -> None:
     """Mirror every repository and tag under SOURCE_NAMESPACE... to --dest.
@@ -67,10 +71,11 @@ async def sync_command(
     jobs = checked("--jobs", jobs, "jobs")
     if report and not Path(report).resolve().parent.is_dir():  # found out now, not after an hour of copying
         raise ConfigError(f"--report {report}: its directory does not exist")
+    schedule = _verify_every(verify_target_every, defaults.verify_target_every)
     options = SyncOptions(
         jobs=defaults.jobs if jobs is None else jobs,
         query_jobs=args.query_limit,
-        trust_ledger=defaults.trust_ledger if trust_ledger is None else trust_ledger,
+        trust_ledger=(defaults.trust_ledger if trust_ledger is None else trust_ledger) and not verify_target,
         dry_run=dry_run,
         blob_locations=None if dry_run else BlobLocations(),
         prune=defaults.prune if prune is None else prune,
@@ -94,6 +99,7 @@ async def sync_command(
     status = 0
     while True:
         repo = open_metadata(config.metadata, args.metadata, clone_group=clone_group)
+        options.verify_target = verification.due(specs, schedule, force=verify_target)
         try:
             with repo.lock():
                 async with registry_client_for(config, transport, creds) as client:
@@ -109,7 +115,10 @@ async def sync_command(
             repo.close()
         _show(result, dry_run=dry_run, as_json=as_json)
         if not dry_run:
-            save_last_run(_failures_by_namespace(result), _pending_by_namespace(result))
+            failures = _failures_by_namespace(result)
+            save_last_run(failures, _pending_by_namespace(result))
+            if not options.trust_ledger:
+                verification.record(specs, options.verify_target, [label for label, n in failures.items() if n])
         if report:
             Path(report).write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
         status = max(status, result.exit_status)  # 3 (interrupted) outranks 1 (failed)
@@ -123,6 +132,13 @@ async def sync_command(
             continue
     if status:
         raise SystemExit(status)
+
+
+def _verify_every(option: str | None, configured: int | str) -> VerifyEvery:
+    try:
+        return VerifyEvery(configured if option is None else option)
+    except ValueError as exc:
+        raise ConfigError(f"--verify-target-every: {exc}") from None
 
 
 def _removal_limit(option: str | None, configured: int | str) -> MaxRemoved:

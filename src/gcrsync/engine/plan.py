@@ -1,15 +1,20 @@
 """Plan a namespace sync: what exists at the source, what the target holds, and what to do per tag.
 
 Digests come from the listing when the registry gives them (gcr.io, Docker Hub, quay), else from a
-manifest HEAD — never a GET, since GETs count against Docker Hub's pull quota. The target side is a HEAD,
-or the ledger's record when `trust_ledger` is on (no target request at all).
+manifest HEAD — never a GET, since GETs count against Docker Hub's pull quota. The target side is one of:
+
+- a full verification: a HEAD per tag (the target's real digest);
+- presence: one `tags/list` per target repository; a listed tag holds what the ledger recorded for it
+  (a tag the ledger does not know is HEADed, an absent one is new) — so a tag gone at the target is
+  noticed, a tag re-pointed to another digest at the target is not until the next full verification;
+- the ledger's record alone when `trust_ledger` is on (no target request at all).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,7 +24,7 @@ from gcrsync.engine.select import TagPolicy, is_digest_tag, select_tags
 from gcrsync.errors import error_text
 from gcrsync.oci import Platform
 from gcrsync.registry.discovery import DiscoveredRepo, Method
-from gcrsync.store import ImageStore
+from gcrsync.store import ImageStore, ListsTags
 
 log = logging.getLogger("gcrsync.plan")
 
@@ -46,7 +51,7 @@ class SourceSpec:
         return f"{self.registry}/{self.namespace}" if self.namespace else self.registry
 
 
-@dataclass
+@dataclass(slots=True)  # one per tag: 50,000 of them in a large namespace
 class PlanItem:
     spec: SourceSpec
     source_repo: str  # full path at the source registry
@@ -130,6 +135,38 @@ def check_collisions(items: Iterable[PlanItem]) -> None:
 LedgerLookup = Callable[[PlanItem], "tuple[str, str | None] | None"]  # → (target digest, source digest)
 
 
+class TargetTags:
+    """The tags of each target repository, listed once per run and shared by its items (presence checks).
+
+    None for a store that cannot list its tags, or whose listing failed: its items are HEADed instead.
+    """
+
+    def __init__(self) -> None:
+        self._listed: dict[str, asyncio.Task[frozenset[str] | None] | None] = {}
+
+    async def of(self, store: ImageStore) -> frozenset[str] | None:
+        name = store.name
+        if name not in self._listed:  # isinstance on a runtime protocol is slow: once per repository
+            task = asyncio.ensure_future(self._list(store, name)) if isinstance(store, ListsTags) else None
+            self._listed[name] = task
+        task = self._listed[name]
+        return None if task is None else await asyncio.shield(task)
+
+    def close(self) -> None:
+        """Cancel listings still running (the plan was cancelled): no task outlives it."""
+        for task in self._listed.values():
+            if task is not None and not task.done():
+                task.cancel()
+
+    @staticmethod
+    async def _list(store: ListsTags, name: str) -> frozenset[str] | None:
+        try:
+            return frozenset(await store.list_tags())
+        except Exception as exc:  # the HEADs decide instead, tag by tag, as a full verification would
+            log.warning("tags of %s could not be listed (%s): checking its tags one by one", name, error_text(exc))
+            return None
+
+
 async def resolve_digests(
     items: list[PlanItem],
     *,
@@ -138,13 +175,25 @@ async def resolve_digests(
     ledger_lookup: LedgerLookup,
     trust_ledger: bool,
     query_jobs: int,
+    verify_target: Callable[[PlanItem], bool] = lambda item: True,
 ) -> None:
-    """Fill in source and target digests (HEADs only) and decide each item's state."""
-    gate = asyncio.Semaphore(query_jobs)
+    """Fill in source and target digests (HEADs and tag lists only) and decide each item's state.
 
-    async def bounded(coro: Awaitable[None]) -> None:
-        async with gate:
-            await coro
+    `verify_target(item)` true: the target tag is HEADed (a full verification). False: the target
+    repository's tag list says whether the tag is there, and the ledger's record what it holds.
+    """
+    listed = TargetTags()
+
+    async def target_digest(item: PlanItem, record: tuple[str, str | None] | None) -> str | None:
+        target = open_target(item)
+        if not verify_target(item):
+            tags = await listed.of(target)
+            if tags is not None and item.tag not in tags:
+                return None  # gone at the target (or never there): copied again
+            if tags is not None and record is not None:
+                return record[0]  # present: holds what the ledger recorded (see the module docstring)
+        desc = await target.head_manifest(item.tag)
+        return desc.digest if desc else None
 
     async def one(item: PlanItem) -> None:
         try:
@@ -165,8 +214,7 @@ async def resolve_digests(
             if trust_ledger and record is not None:
                 item.target_digest = record[0]
             else:
-                desc = await open_target(item).head_manifest(item.tag)
-                item.target_digest = desc.digest if desc else None
+                item.target_digest = await target_digest(item, record)
             if item.target_digest is None:
                 item.state = "new"
                 return
@@ -180,4 +228,15 @@ async def resolve_digests(
         except Exception as exc:  # one bad tag must not sink the plan; reported per item
             item.state, item.error = "error", error_text(exc)
 
-    await asyncio.gather(*(bounded(one(i)) for i in items))
+    # `query_jobs` workers take the items in turn: one coroutine per worker, not one task per tag (50,000 tasks
+    # would cost ~100 MB and scheduling time; bench/largens.py).
+    todo = iter(items)
+
+    async def worker() -> None:
+        for item in todo:
+            await one(item)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(query_jobs, len(items))))))
+    finally:
+        listed.close()

@@ -15,8 +15,6 @@ from datetime import datetime
 from functools import cmp_to_key
 from typing import Any
 
-import nodesemver  # type: ignore[import-untyped]
-
 from gcrsync.errors import ConfigError
 from gcrsync.types import TagInfo
 
@@ -42,6 +40,8 @@ def parse_tag_version(tag: str) -> Any | None:
         return None
     major, minor, patch, pre = match.groups()
     text = f"{major}.{minor}.{patch or 0}" + (f"-{pre}" if pre else "")
+    import nodesemver  # type: ignore[import-untyped]  # only semver ranges and latest-N need it (start-up)
+
     try:
         return nodesemver.make_semver(text, False)
     except ValueError:  # e.g. a numeric pre-release identifier with a leading zero
@@ -91,6 +91,8 @@ class TagPolicy:
             return None
         if not self.semver.strip():
             raise ConfigError("tag policy semver range is empty")
+        import nodesemver  # only semver ranges and latest-N need it (start-up)
+
         try:
             return nodesemver.make_range(self.semver, False)
         except (ValueError, TypeError) as exc:
@@ -115,6 +117,8 @@ class TagPolicy:
 
 def _newest_first(tags: list[str], infos: Mapping[str, TagInfo]) -> list[str]:
     """Newest first: by push time when every candidate has one, else by version (non-versions last)."""
+    import nodesemver  # only semver ranges and latest-N need it (start-up)
+
     versions = {tag: parse_tag_version(tag) for tag in tags}
 
     def by_version(a: str, b: str) -> int:

@@ -9,6 +9,7 @@
     mirror     Mirror: the steps above in order
     compare    what the target really holds versus the source and the ledger (`compare`)
     last_run   the last run's failures per namespace, kept for `monitor`
+    verification  when a run verifies the target fully (HEADs) or by presence (tag lists): the schedule
     metrics    the Prometheus text `monitor --metrics` writes
 """
 

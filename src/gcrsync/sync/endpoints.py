@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from gcrsync.engine.plan import PlanItem
-from gcrsync.layout import LayoutRepository
 from gcrsync.registry.client import RegistryClient
 from gcrsync.store import ImageStore
 
@@ -26,6 +25,8 @@ class Endpoints:
         found = self._opened.get(location)
         if found is None:
             if location.startswith("oci:"):
+                from gcrsync.layout import LayoutRepository  # only OCI-layout targets need it (start-up)
+
                 found = LayoutRepository(Path(location[4:]), create=True)
             else:
                 host, _, repo = location.partition("/")

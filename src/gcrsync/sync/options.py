@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gcrsync.config import MaxRemoved
 from gcrsync.engine.blobcache import BlobLocations
+from gcrsync.engine.plan import SourceSpec
 from gcrsync.sync.shard import Shard
 
 
@@ -21,3 +22,9 @@ class SyncOptions:
     stop_grace: float = 60.0  # seconds images in flight may take after SIGTERM/SIGINT before they are given up
     max_removed: MaxRemoved = field(default_factory=lambda: MaxRemoved("25%"))  # the removal guard (sync.guard)
     shard: Shard | None = None  # only this share of the repositories (sync.shard); None: all of them
+    # Namespaces (labels) whose target is verified fully (a HEAD per tag); the others' targets are checked
+    # by presence in their tag lists (sync.verification). None: every namespace is verified fully.
+    verify_target: frozenset[str] | None = None
+
+    def verifies(self, spec: SourceSpec) -> bool:
+        return self.verify_target is None or spec.label in self.verify_target

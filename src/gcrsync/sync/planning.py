@@ -88,7 +88,7 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
 
     def lookup(item: PlanItem) -> tuple[str, str | None] | None:
         ledger = ledgers.get(item.spec.label)
-        entry = ledger.get(item.rel, item.tag) if ledger else None
+        entry = ledger.get(item.rel, item.tag) if ledger is not None else None  # not len(): O(repos)
         if entry is None or entry.digest is None:
             return None
         if entry.target != item.target:
@@ -104,6 +104,7 @@ async def make_plan(client: RegistryClient, endpoints: Endpoints, sources: list[
         ledger_lookup=lookup,
         trust_ledger=options.trust_ledger,
         query_jobs=options.query_jobs,
+        verify_target=lambda item: options.verifies(item.spec),
     )
     return plan, namespaces
 
