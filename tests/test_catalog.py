@@ -255,3 +255,25 @@ def test_user_work_tree_readme_with_uncommitted_edits_is_left_alone(tmp_path: Pa
     assert repo.publish("next") is not None  # now the section is added, the owner's text kept
     committed = git("show", "HEAD:README.md", cwd=tree)
     assert committed.startswith(OWNER_HEAD + "half-written ✎\n\n" + BEGIN_MARKER)
+
+
+def test_a_run_that_changed_nothing_does_not_read_the_ledgers_again(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No change and no ledger written: the catalog files (already there) are not regenerated, which at
+    50,000 tags was most of a no-op's memory and time; a run that changed something regenerates them."""
+    from gcrsync.ledger import metadata as metadata_module
+    from gcrsync.ledger.changelog import Added, RunChanges
+
+    root = tmp_path / "plain"
+    root.mkdir()
+    write_ledgers(root, tricky_ledgers())
+    repo = MetadataRepo.open(str(root), tmp_path / "cache")
+    repo.publish("first", RunChanges(added=[Added("a", "b", dg(1))]), run_time=T0)
+    assert (root / "catalog.json").exists()
+    calls: list[object] = []
+    real = metadata_module.write_repo_catalog
+    monkeypatch.setattr(metadata_module, "write_repo_catalog", lambda *a, **k: calls.append(a) or real(*a, **k))
+    repo.publish("quiet", RunChanges(), run_time=T0)
+    assert calls == []
+    repo.publish("busy", RunChanges(added=[Added("c", "d", dg(2))]), run_time=T0)
+    assert len(calls) == 1

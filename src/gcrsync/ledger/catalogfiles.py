@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gcrsync.errors import LedgerError
 from gcrsync.ledger.catalog import (
+    BEGIN_MARKER,
     Namespace,
     RunInfo,
     build_catalog,
@@ -113,3 +114,11 @@ def write_repo_catalog(root: Path, run: RunInfo | None, *, git: Git | None, user
                     README)
         leave.append(README)
     return write_catalog(root, run, leave=leave)
+
+
+def catalog_present(root: Path) -> bool:
+    """The catalog files are there and the README carries our section (else a quiet run still writes it)."""
+    try:
+        return (root / CATALOG_JSON).exists() and BEGIN_MARKER in (root / README).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
