@@ -235,3 +235,37 @@ def test_service_error_bodies_reach_the_one_line_error(body: bytes, expected: st
     from gcrsync.registry.errors import registry_error
 
     assert str(registry_error("GET x", 403, body)) == f"GET x: {expected}"
+
+
+def test_a_docker_hub_target_is_checked_from_its_listing_not_a_head_per_tag(
+    make_registry: Any, tmp_path: Path,
+) -> None:
+    """A target whose listing carries digests (the Docker Hub API, with credentials): one listing per
+    repository gives every tag's real digest, so even a full verification costs no HEAD per tag, and a
+    tag re-pointed at the target is noticed in every run (presence alone would not)."""
+    source: RegistryServer = make_registry()
+    _, raw = push_image(source.pusher(), "ns/app", "t00", layers=[make_layer(1640, 1_000)])
+    tags = [f"t{i:02d}" for i in range(30)]
+    for tag in tags[1:]:
+        source.pusher().push_manifest("ns/app", tag, raw, DOCKER_MANIFEST)
+    target: RegistryServer = make_registry()
+    with DockerHubApi(target.url, users={"hubuser": "pat-1"}) as hub:
+        config = {"registries": {target.host: {"api": hub.url, "discovery": "dockerhub", "username": "hubuser",
+                                               "password": "pat-1"}}}
+        args = (f"{source.host}/ns", "--dest", f"{target.host}/m", "--metadata", str(tmp_path / "meta"))
+        code, out, _ = run(tmp_path, *args, config=config)
+        assert code == 0, out
+        code, out, report = run(tmp_path, *args, "--verify-target", config=config)
+        assert code == 0 and report["totals"]["states"] == {"unchanged": len(tags)}, out
+        listed = report["totals"]["requests"]
+        # The same full verification without the listing's digests: a HEAD per target tag.
+        plain = {"registries": {target.host: {}}}
+        code, out, report = run(tmp_path, *args, "--verify-target", config=plain)
+        assert code == 0 and report["totals"]["states"] == {"unchanged": len(tags)}, out
+        assert report["totals"]["requests"] - listed >= len(tags) - 2 and hub.stats["tags"] >= 1
+        # Someone re-points a mirrored tag at the target: the next (default) run sees it and repairs it.
+        push_image(target.pusher(), "m/app", "t05", layers=[make_layer(1641, 1_000)])
+        code, out, report = run(tmp_path, *args, config=config)
+        assert code == 0, out
+        assert {i["target"].rsplit(":", 1)[1] for i in report["images"] if i["state"] == "copied"} == {"t05"}
+    assert skopeo_digest(target.ref("m/app", "t05")) == skopeo_digest(source.ref("ns/app", "t05"))

@@ -58,6 +58,9 @@ class RegistryConfig(_Model):
     chunked_upload: bool = False
     api: str | None = Field(default=None, description="web API base URL for discovery (Hub, quay, GitHub)")
     token_env: str | None = Field(default=None, description="env var holding an API token (GitHub)")
+    # How this registry is listed when `auto` cannot tell by its name (a source's default method, and
+    # what a target's plan may use: a listing with digests spares a HEAD per target tag).
+    discovery: Discovery | None = None
 
     @field_validator("api")
     @classmethod

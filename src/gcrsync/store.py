@@ -71,6 +71,21 @@ class ListsTags(Protocol):
 
 
 @runtime_checkable
+class ListsTagDigests(Protocol):
+    """A place whose tag listing says what each tag holds (Artifact Registry's extended `tags/list`, the
+    Docker Hub API): one listing then tells a plan the target's digests without a HEAD per tag."""
+
+    @property
+    def lists_digests(self) -> bool:
+        """Whether tag_digests() is worth asking (known without a request)."""
+        ...
+
+    async def tag_digests(self) -> dict[str, str | None]:
+        """Every tag with its digest (None for a tag the listing gives no digest for)."""
+        ...
+
+
+@runtime_checkable
 class OpensSiblings(Protocol):
     """A place that can open the other repositories of its domain by name (one registry host), so blobs
     remembered in a sibling by an earlier run can be mounted from it."""

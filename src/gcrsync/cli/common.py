@@ -122,8 +122,9 @@ async def registry_client_for(
     registries = config.registries if config is not None else {}
     chunked = [host for host, reg in registries.items() if reg.chunked_upload]
     apis = {host: reg.api for host, reg in registries.items() if reg.api}
+    methods = {host: reg.discovery for host, reg in registries.items() if reg.discovery}
     async with Transport(options) as transport:
-        yield RegistryClient(transport, credentials, chunked_hosts=chunked, apis=apis)
+        yield RegistryClient(transport, credentials, chunked_hosts=chunked, apis=apis, methods=methods)
 
 
 class ByteProgress:

@@ -8,6 +8,9 @@ manifest HEAD — never a GET, since GETs count against Docker Hub's pull quota.
   (a tag the ledger does not know is HEADed, an absent one is new) — so a tag gone at the target is
   noticed, a tag re-pointed to another digest at the target is not until the next full verification;
 - the ledger's record alone when `trust_ledger` is on (no target request at all).
+
+Where the target's listing carries digests (Artifact Registry, the Docker Hub API: ListsTagDigests), that
+one listing per repository gives each tag's real digest, in both modes: exact at the presence check's cost.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from gcrsync.engine.select import TagPolicy, is_digest_tag, select_tags
 from gcrsync.errors import error_text
 from gcrsync.oci import Platform
 from gcrsync.registry.discovery import DiscoveredRepo, Method
-from gcrsync.store import ImageStore, ListsTags
+from gcrsync.store import ImageStore, ListsTagDigests, ListsTags
 
 log = logging.getLogger("gcrsync.plan")
 
@@ -135,19 +138,35 @@ def check_collisions(items: Iterable[PlanItem]) -> None:
 LedgerLookup = Callable[[PlanItem], "tuple[str, str | None] | None"]  # → (target digest, source digest)
 
 
+TagDigests = dict[str, str | None]  # tag → digest, when the listing says (else None)
+
+
 class TargetTags:
-    """The tags of each target repository, listed once per run and shared by its items (presence checks).
+    """The tags of each target repository, listed once per run and shared by its items (presence checks),
+    with their digests where the registry's listing carries them (ListsTagDigests: Artifact Registry, the
+    Docker Hub API), which makes the check exact at the same cost.
 
     None for a store that cannot list its tags, or whose listing failed: its items are HEADed instead.
     """
 
     def __init__(self) -> None:
-        self._listed: dict[str, asyncio.Task[frozenset[str] | None] | None] = {}
+        self._listed: dict[str, asyncio.Task[TagDigests | None] | None] = {}
+        self._digests: dict[str, bool] = {}
 
-    async def of(self, store: ImageStore) -> frozenset[str] | None:
+    def has_digests(self, store: ImageStore) -> bool:
+        """Whether the store's listing carries digests (then even a full verification lists, not HEADs)."""
+        if store.name not in self._digests:
+            self._digests[store.name] = isinstance(store, ListsTagDigests) and store.lists_digests
+        return self._digests[store.name]
+
+    async def of(self, store: ImageStore) -> TagDigests | None:
         name = store.name
         if name not in self._listed:  # isinstance on a runtime protocol is slow: once per repository
-            task = asyncio.ensure_future(self._list(store, name)) if isinstance(store, ListsTags) else None
+            task = None
+            if self.has_digests(store):
+                task = asyncio.ensure_future(self._list_digests(store, name))  # type: ignore[arg-type]
+            elif isinstance(store, ListsTags):
+                task = asyncio.ensure_future(self._list(store, name))
             self._listed[name] = task
         task = self._listed[name]
         return None if task is None else await asyncio.shield(task)
@@ -159,10 +178,18 @@ class TargetTags:
                 task.cancel()
 
     @staticmethod
-    async def _list(store: ListsTags, name: str) -> frozenset[str] | None:
+    async def _list(store: ListsTags, name: str) -> TagDigests | None:
         try:
-            return frozenset(await store.list_tags())
+            return dict.fromkeys(await store.list_tags())
         except Exception as exc:  # the HEADs decide instead, tag by tag, as a full verification would
+            log.warning("tags of %s could not be listed (%s): checking its tags one by one", name, error_text(exc))
+            return None
+
+    @staticmethod
+    async def _list_digests(store: ListsTagDigests, name: str) -> TagDigests | None:
+        try:
+            return await store.tag_digests()
+        except Exception as exc:
             log.warning("tags of %s could not be listed (%s): checking its tags one by one", name, error_text(exc))
             return None
 
@@ -186,11 +213,14 @@ async def resolve_digests(
 
     async def target_digest(item: PlanItem, record: tuple[str, str | None] | None) -> str | None:
         target = open_target(item)
-        if not verify_target(item):
+        full = verify_target(item)
+        if not full or listed.has_digests(target):
             tags = await listed.of(target)
             if tags is not None and item.tag not in tags:
                 return None  # gone at the target (or never there): copied again
-            if tags is not None and record is not None:
+            if tags is not None and tags[item.tag] is not None:
+                return tags[item.tag]  # the listing says what the tag holds: exact, no HEAD
+            if tags is not None and record is not None and not full:
                 return record[0]  # present: holds what the ledger recorded (see the module docstring)
         desc = await target.head_manifest(item.tag)
         return desc.digest if desc else None

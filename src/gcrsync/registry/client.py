@@ -46,6 +46,7 @@ class RegistryClient:
         chunked_hosts: Iterable[str] = (),
         chunk_size: int = 16 * 1024 * 1024,
         apis: Mapping[str, str] | None = None,
+        methods: Mapping[str, str] | None = None,
     ) -> None:
         self.transport = transport
         self.auth = Authenticator(transport, credentials)
@@ -55,6 +56,7 @@ class RegistryClient:
         self.referrers_api: dict[str, bool] = {}  # host → serves the referrers API (learned on first ask)
         self.referrers_probe: dict[str, asyncio.Lock] = {}
         self.apis = dict(apis or {})  # registry host → web API base of its discovery (config `api:`)
+        self.methods = dict(methods or {})  # registry host → its discovery method (config `discovery:`)
 
     @property
     def stats(self) -> TransportStats:
@@ -102,22 +104,34 @@ class RegistryClient:
         private repositories are listed too; GitHub: the token is required; quay: `_catalog` as the
         robot account adds its private repositories)."""
         api_host = "registry-1.docker.io" if registry == "docker.io" else registry
-        chosen = chosen_method(registry, method)
-        api = self.apis.get(registry) or DEFAULT_APIS.get(chosen)
-        authenticated = False
-        if api is not None:
-            login = api_login(chosen, registry, api)
-            if login is not None:
-                cred = await self.auth.credentials.get(login.credential_host)
-                authenticated = cred is not None and bool(cred.password)
-                if authenticated:
-                    self.add_api_login(api, login)
-            elif uses_registry_credentials(chosen):
-                authenticated = await self.auth.credentials.get(registry) is not None
+        if method == "auto":
+            method = self.method_for(registry)  # type: ignore[assignment]
+        api, authenticated = await self.web_api(registry, chosen_method(registry, method))
         return await discover(
             self, api_host, namespace, method, repositories=repositories, query_jobs=query_jobs,
             scheme=self.transport.scheme_for(api_host), api=api, authenticated=authenticated,
         )
+
+    def method_for(self, registry: str) -> str:
+        """The discovery method of a registry host: configured (`discovery:`), else known by its name."""
+        return self.methods.get(registry) or chosen_method(registry, "auto")
+
+    async def web_api(self, registry: str, method: str) -> tuple[str | None, bool]:
+        """The web API base a method uses for `registry` (config `api:`, else the public one), and whether
+        it is authenticated: the login is set up here when the registry's credentials are known."""
+        api = self.apis.get(registry) or DEFAULT_APIS.get(method)
+        if api is None:
+            return None, False
+        login = api_login(method, registry, api)
+        if login is not None:
+            cred = await self.auth.credentials.get(login.credential_host)
+            authenticated = cred is not None and bool(cred.password)
+            if authenticated:
+                self.add_api_login(api, login)
+            return api, authenticated
+        if uses_registry_credentials(method):
+            return api, await self.auth.credentials.get(registry) is not None
+        return api, False
 
     def add_api_login(self, api_url: str, login: ApiLogin) -> None:
         """Authenticate the web API at api_url (Docker Hub, GitHub) with a registry's credentials."""

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from yarl import URL
 
+from gcrsync.registry.discovery.pages import JsonPage
 from gcrsync.registry.request import Request, Response
 from gcrsync.registry.stats import TransportStats
 
@@ -23,6 +24,18 @@ class Connection(Protocol):
 
     def send(self, request: Request) -> AbstractAsyncContextManager[Response]:
         """The one request entry point (the whole transport stack)."""
+        ...
+
+    def method_for(self, registry: str) -> str:
+        """The discovery method of a registry host (how it is listed)."""
+        ...
+
+    async def web_api(self, registry: str, method: str) -> tuple[str | None, bool]:
+        """The web API base of a method for a registry, and whether it is authenticated."""
+        ...
+
+    async def get_json(self, url: str) -> JsonPage:
+        """GET a JSON document through the stack."""
         ...
 
     def base(self, host: str) -> URL:

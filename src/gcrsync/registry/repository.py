@@ -18,14 +18,16 @@ from gcrsync.reference import validate_repository
 from gcrsync.registry.auth import pull_scope, push_scope
 from gcrsync.registry.connection import Connection
 from gcrsync.registry.errors import registry_error
-from gcrsync.registry.listing_parsers import next_link, parse_tags_list
+from gcrsync.registry.listing_parsers import next_link, parse_hub_tags, parse_tags_list
 from gcrsync.registry.redirects import REDIRECT_STATUSES
 from gcrsync.registry.referrers import Referrers
 from gcrsync.registry.request import Request
 from gcrsync.registry.resume import RangeRefused
 from gcrsync.registry.uploads import BlobUploads
+from gcrsync.types import TagInfo
 
 MAX_TAGS_PAGE_BYTES = 32 * 1024 * 1024
+MAX_TAG_PAGES = 10_000
 
 
 class Repository(BlobUploads, Referrers):
@@ -162,9 +164,39 @@ class Repository(BlobUploads, Referrers):
                 raise
 
     # -- tags -------------------------------------------------------------------------------------
+    @property
+    def lists_digests(self) -> bool:
+        """ListsTagDigests: this registry's listing carries digests (gcr-style, or the Docker Hub API)."""
+        return self.client.method_for(self.host) in ("gcr", "dockerhub")
+
+    async def tag_digests(self) -> dict[str, str | None]:
+        """ListsTagDigests: every tag and its digest from one listing (no HEAD per tag)."""
+        if self.client.method_for(self.host) == "dockerhub" and self.repository.count("/") == 1:
+            api, _ = await self.client.web_api(self.host, "dockerhub")
+            if api is not None:
+                return await self._hub_tag_digests(api)
+        return {tag: info.digest for tag, info in (await self._tags_pages()).items()}
+
+    async def _hub_tag_digests(self, api: str) -> dict[str, str | None]:
+        ns, name = self.repository.split("/")
+        url: str | None = f"{api.rstrip('/')}/v2/namespaces/{ns}/repositories/{name}/tags?page_size=100"
+        out: dict[str, str | None] = {}
+        seen: set[str] = set()
+        while url is not None:
+            if url in seen or len(seen) > MAX_TAG_PAGES:
+                raise RegistryError(f"tags of {self.name} through the Docker Hub API: pagination never ends")
+            seen.add(url)
+            page = await self.client.get_json(url)
+            found, url = parse_hub_tags(page.url, page.body)
+            out.update({tag: info.digest for tag, info in found.items()})
+        return out
+
     async def list_tags(self) -> list[str]:
         """ListsTags: every tag, following Link pages on this registry only ([] for a missing repository)."""
-        tags: list[str] = []
+        return list(await self._tags_pages())
+
+    async def _tags_pages(self) -> dict[str, TagInfo]:
+        tags: dict[str, TagInfo] = {}
         url: str | None = str((self.url / "tags" / "list").with_query({"n": "1000"}))
         while url is not None:
             request = Request("GET", URL(url, encoded=True), headers={"Accept": "application/json"},
@@ -172,11 +204,11 @@ class Repository(BlobUploads, Referrers):
             async with self.client.send(request) as resp:
                 body = await resp.read(MAX_TAGS_PAGE_BYTES)
                 if resp.status == 404:
-                    return []
+                    return {}
                 if resp.status != 200:
                     raise registry_error(f"tags of {self.name}", resp.status, body)
                 page_url, headers = str(resp.url), resp.headers
-            tags.extend(parse_tags_list(page_url, _json(page_url, body)).tags)
+            tags.update(parse_tags_list(page_url, _json(page_url, body)).tags)
             url = next_link(page_url, headers)
         return tags
 
