@@ -21,7 +21,7 @@ from gcrsync.errors import ManifestError, RegistryError
 from gcrsync.oci import MAX_MANIFEST_BYTES, OCI_INDEX, Manifest, parse_manifest
 from gcrsync.registry.auth import pull_scope, push_scope
 from gcrsync.registry.connection import Connection
-from gcrsync.registry.errors import registry_error, service_message
+from gcrsync.registry.errors import registry_error
 from gcrsync.registry.listing_parsers import next_link
 from gcrsync.registry.request import Request
 
@@ -109,9 +109,9 @@ class Referrers:
             async with self.client.send(request) as resp:
                 body = await resp.read(MAX_MANIFEST_BYTES)
                 if resp.status == 404 and pages == 1:
-                    if service_message(body)[0] == "NAME_UNKNOWN":
-                        return []  # an API that knows no such repository: nothing is attached
-                    self.client.referrers_api[self.host] = False  # distribution 2.8 and most before 2024
+                    # distribution 2.8 and most registries before 2024 (its routes answer 404, some with an
+                    # OCI NAME_UNKNOWN body): no API. Subjects asked about are of images just listed there.
+                    self.client.referrers_api[self.host] = False
                     return None
                 if resp.status != 200:
                     raise registry_error(where, resp.status, body)
