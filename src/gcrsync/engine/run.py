@@ -146,10 +146,11 @@ async def check_attached(
     `subjects` names the digests to look at per item (the tagged manifest, and the index children the
     ledger knows artifacts on); an index child signed later is found when the image is next copied.
     """
-    gate = asyncio.Semaphore(max(1, jobs))
+    todo = iter([i for i in items if i.spec.artifacts.enabled])
 
-    async def one(item: PlanItem) -> None:
-        async with gate:
+    # `jobs` workers take the items in turn, not a coroutine per tag (a no-op of 50,000 tags checks them all).
+    async def worker() -> None:
+        for item in todo:
             if stop is not None and stop.is_set():
                 return
             found, error = await attach(open_source(item), open_target(item), subjects(item), mover,
@@ -158,7 +159,7 @@ async def check_attached(
                 log.error("%s: %s", item.source, error)
             await on_done(item, found, error)
 
-    await asyncio.gather(*(one(i) for i in items if i.spec.artifacts.enabled))
+    await asyncio.gather(*(worker() for _ in range(max(1, jobs))))
 
 
 def _known_unwanted_platform(item: PlanItem, mover: BlobMover) -> str | None:

@@ -324,12 +324,16 @@ class Ledger:
         if not isinstance(images, dict):
             raise LedgerError(f"{where}: 'images' must be an object")
         ledger = cls(source, target)
-        for repo, tags in images.items():
+        # Parsed entries are taken out of the JSON document as they become models, so the two copies of a
+        # 50,000-tag ledger never both exist in full (the document is the caller's to drop anyway).
+        while images:
+            repo, tags = images.popitem()
             if not is_repo_name(repo):
                 raise LedgerError(f"{where}: invalid image name {repo[:80]!r}")
             if not isinstance(tags, dict):
                 raise LedgerError(f"{where}: image {repo[:80]!r}: expected an object of tags")
-            for tag, raw in tags.items():
+            while tags:
+                tag, raw = tags.popitem()
                 if not is_tag(tag):
                     raise LedgerError(f"{where}: image {repo[:80]!r}: invalid tag {tag[:80]!r}")
                 try:

@@ -123,7 +123,8 @@ class Mirror:
                     recorder.record(AlreadyThere(item))
 
                 async def attached_done(item: PlanItem, found: list[Attached], error: str | None) -> None:
-                    report.attached[id(item)] = (found, error)
+                    if found or error:  # most tags have nothing attached: no entry per tag in the report
+                        report.attached[id(item)] = (found, error)
                     recorder.record(ArtifactsChecked(item, found, error))
 
                 await check_attached(
