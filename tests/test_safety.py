@@ -10,7 +10,6 @@ import json
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,14 @@ from tools.imagefactory import make_layer, push_image, push_index
 from faultproxy import FaultProxy
 from gcrsync.config import MaxRemoved
 from harness import RegistryServer, skopeo_copy_all, skopeo_digest, unique_repo
-from test_metadata_e2e import Gcrsync, proc_output, seed, target_head, wait_for
+from test_metadata_e2e import (  # noqa: F401  (procs: a fixture)
+    Gcrsync,
+    proc_output,
+    procs,
+    seed,
+    target_head,
+    wait_for,
+)
 
 DEADLINE = 60.0
 
@@ -37,17 +43,6 @@ def isolated_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def gcrsync(tmp_path: Path) -> Gcrsync:
     return Gcrsync(tmp_path)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Subprocesses a test starts; any still running at the end are killed (by their own pid)."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 def ledger(tmp_path: Path, source_host: str, ns: str) -> dict[str, str]:
