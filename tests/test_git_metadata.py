@@ -19,7 +19,8 @@ import pytest
 from gcrsync.errors import LedgerError
 from gcrsync.ledger.catalogfiles import GENERATED
 from gcrsync.ledger.changelog import Added, RunChanges, Updated, short_digest
-from gcrsync.ledger.metadata import MetadataRepo, PushFailed, default_metadata_dir
+from gcrsync.ledger.locations import default_metadata_dir
+from gcrsync.ledger.metadata import MetadataRepo, PushFailed
 
 SRC = "gcr.io/google-containers"
 TGT = "docker.io/gcrxio"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from gcrsync.ledger.changelog import Added, Failed, Removed, RunChanges, Updated, prepend, render_block
 from gcrsync.ledger.files import FORMAT, Entry, Ledger, LedgerFiles
 from gcrsync.ledger.git import Git, strip_userinfo
-from gcrsync.ledger.metadata import MetadataRepo, PushFailed, default_metadata_dir
+from gcrsync.ledger.locations import default_metadata_dir
+from gcrsync.ledger.metadata import MetadataRepo, PushFailed
 
 __all__ = [
     "FORMAT",

@@ -40,6 +40,7 @@ from gcrsync.ledger.model import (
 log = logging.getLogger(__name__)
 
 __all__ = ["FORMAT", "MAX_PREVIOUS_DIGESTS", "TMP_PREFIX", "Entry", "Ledger", "LedgerFiles", "atomic_write",
+           "merge_ledger_texts",
            "format_time", "is_repo_name", "is_tag", "split_source"]
 
 def split_source(source: str) -> tuple[str, str]:
@@ -173,3 +174,19 @@ class LedgerFiles:
             if source is not None:
                 found.append(source)
         return sorted(found)
+
+
+def merge_ledger_texts(path: str, ours: str, theirs: str, base: str | None = None) -> str:
+    """Two runs' versions of one ledger file as one (see Ledger.merge); a remote side that does not parse
+    is replaced by ours, and the common ancestor, when it parses, tells a removal from "never seen"."""
+    mine = Ledger.from_json(ours, path)
+    try:
+        other = Ledger.from_json(theirs, f"{path} (remote)")
+    except LedgerError as exc:
+        log.warning("%s; replacing it with ours", exc)
+        return mine.to_json()
+    try:
+        common = Ledger.from_json(base, f"{path} (base)") if base else None
+    except LedgerError:
+        common = None
+    return mine.merge(other, common).to_json()

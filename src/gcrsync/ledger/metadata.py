@@ -18,9 +18,7 @@ Several unpushed local commits are squashed into one by the rebuild.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 import re
 import shutil
 from collections.abc import Iterator, Mapping
@@ -31,8 +29,9 @@ from gcrsync.errors import LedgerError
 from gcrsync.ledger import changelog
 from gcrsync.ledger.catalog import RunInfo
 from gcrsync.ledger.catalogfiles import CATALOG_JSON, GENERATED, catalog_present, write_repo_catalog
-from gcrsync.ledger.files import TMP_PREFIX, Ledger, LedgerFiles, atomic_write
+from gcrsync.ledger.files import TMP_PREFIX, LedgerFiles, atomic_write, merge_ledger_texts
 from gcrsync.ledger.git import Git, strip_userinfo
+from gcrsync.ledger.locations import default_metadata_dir, is_bare_repo, slug
 from gcrsync.ledger.lock import RepoLocked, pid_lock
 from gcrsync.ledger.remotehead import empty_remote_head
 
@@ -56,22 +55,6 @@ class PushFailed(LedgerError):
     def __init__(self, message: str, *, commit: str) -> None:
         super().__init__(message)
         self.commit = commit
-
-
-def default_metadata_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
-    return Path(base) / "gcrsync" / "metadata"
-
-
-def _slug(url: str) -> str:
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", re.sub(r"^[a-z+]+://", "", url)).strip("._-")[:60]
-    return f"{readable or 'remote'}-{hashlib.sha256(url.encode()).hexdigest()[:10]}"
-
-
-def _is_bare_repo(path: Path) -> bool:
-    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir() \
-        and not (path / ".git").exists()
 
 
 class MetadataRepo:
@@ -114,8 +97,8 @@ class MetadataRepo:
             uri = path.resolve().as_uri()
             # A missing path that was a bare remote (renamed away, unmounted) must not become a new empty
             # work tree: we know it was one from its name or from the clone we keep of it.
-            if _is_bare_repo(path) or (not path.exists() and (path.name.endswith(".git")
-                                                              or (Path(cache_dir) / _slug(uri)).is_dir())):
+            if is_bare_repo(path) or (not path.exists() and (path.name.endswith(".git")
+                                                              or (Path(cache_dir) / slug(uri)).is_dir())):
                 location = uri
             elif path.is_dir() and not (path / ".git").exists():
                 log.info("metadata directory %s is not a git work tree: ledgers are kept without git", path)
@@ -138,7 +121,7 @@ class MetadataRepo:
         if url_user or url_password:
             log.warning("credentials in the metadata repository URL were removed from it; they are passed to git "
                         "through the environment instead (prefer the token option)")
-        workdir = Path(cache_dir) / _slug(url)
+        workdir = Path(cache_dir) / slug(url)
         git = make_git(workdir, username or url_user, token or url_password)
         fresh = not (workdir / ".git").is_dir()
         repo = cls(workdir, git, has_remote=True)
@@ -318,7 +301,7 @@ class MetadataRepo:
                 with contextlib.suppress(FileNotFoundError):
                     full.unlink()
             elif self.ledgers.source_for(path) is not None and full.is_file():
-                atomic_write(full, self._merge_ledger_text(path, content, full.read_text(encoding="utf-8"),
+                atomic_write(full, merge_ledger_texts(path, content, full.read_text(encoding="utf-8"),
                                                            self._show(base, path) if base else None))
             else:
                 atomic_write(full, content)
@@ -331,20 +314,6 @@ class MetadataRepo:
         git.run("add", "-A")
         if git.call("diff", "--cached", "--quiet").returncode != 0:
             git.run("commit", "-q", "-m", message)
-
-    @staticmethod
-    def _merge_ledger_text(path: str, ours: str, theirs: str, base: str | None = None) -> str:
-        mine = Ledger.from_json(ours, path)
-        try:
-            other = Ledger.from_json(theirs, f"{path} (remote)")
-        except LedgerError as exc:
-            log.warning("%s; replacing it with ours", exc)
-            return mine.to_json()
-        try:  # the common ancestor tells a removal from "never seen"
-            common = Ledger.from_json(base, f"{path} (base)") if base else None
-        except LedgerError:
-            common = None
-        return mine.merge(other, common).to_json()
 
     # -- publishing ----------------------------------------------------------------------------------------
 
