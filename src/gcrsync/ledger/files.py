@@ -39,9 +39,20 @@ from gcrsync.ledger.model import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "MAX_PREVIOUS_DIGESTS", "TMP_PREFIX", "Entry", "Ledger", "LedgerFiles", "atomic_write",
-           "merge_ledger_texts",
-           "format_time", "is_repo_name", "is_tag", "split_source"]
+__all__ = [
+    "FORMAT",
+    "MAX_PREVIOUS_DIGESTS",
+    "TMP_PREFIX",
+    "Entry",
+    "Ledger",
+    "LedgerFiles",
+    "atomic_write",
+    "format_time",
+    "is_repo_name",
+    "is_tag",
+    "merge_ledger_texts",
+    "split_source",
+]
 
 def split_source(source: str) -> tuple[str, str]:
     """'gcr.io/google-containers' -> ('gcr.io', 'google-containers'); raises LedgerError if invalid."""
