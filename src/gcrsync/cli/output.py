@@ -126,7 +126,7 @@ def print_summary(report: SyncReport) -> None:
         click.echo(f"failed {item.source} → {item.target}: {item.error}")
     for item in report.prune_failed:
         click.echo(f"not pruned {item.target}: {item.error}")
-    data = report.to_json()["totals"]
+    data = report.totals()
     counts = report.plan.counts()
     failed = len(report.outcome.failed)
     skipped = sum(r.state == "skipped" for _, r in report.outcome.results)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 
 import click
 
 from gcrsync.cli import output
-from gcrsync.cli.common import registry_client_for, run_async, stdout_line
+from gcrsync.cli.common import registry_client_for, run_async
 from gcrsync.cli.settings import checked, open_metadata, parse_duration
 from gcrsync.cli.sources import SourceArgs, source_options
 from gcrsync.config import MaxRemoved, VerifyEvery
@@ -120,7 +120,8 @@ async def sync_command(
             if not options.trust_ledger:
                 verification.record(specs, options.verify_target, [label for label, n in failures.items() if n])
         if report:
-            Path(report).write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+            with Path(report).open("w", encoding="utf-8") as out:
+                result.write_json(out)
         status = max(status, result.exit_status)  # 3 (interrupted) outranks 1 (failed)
         if interval is None or stop.is_set():
             break
@@ -165,7 +166,7 @@ def _publish(repo: MetadataRepo, result: SyncReport, message: str, label: str | 
 
 def _show(result: SyncReport, *, dry_run: bool, as_json: bool) -> None:
     if dry_run and as_json:
-        stdout_line(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        result.write_json(sys.stdout)
         return
     output.print_plan(result) if dry_run else output.print_summary(result)
 

@@ -7,9 +7,11 @@ image left pending by an interruption or metadata error makes the run's exit non
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from gcrsync.engine.plan import Plan, PlanItem, SourceSpec
 from gcrsync.engine.result import Attached
@@ -80,15 +82,15 @@ class SyncReport:
             and self.metadata_error is None
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def iter_images(self) -> Iterator[dict[str, Any]]:
+        """One JSON object per planned image, made as it is asked for (50,000 of them stay cheap)."""
         results = {id(item): res for item, res in self.outcome.results}
         pending = {id(item) for item in self.outcome.skipped}
-        images: list[dict[str, Any]] = []
         for item in self.plan.items:
             res = results.get(id(item))
             attached, attached_error = (res.artifacts, res.artifacts_error) if res else self.attached.get(
                 id(item), ([], None))
-            images.append({
+            yield {
                 "source": item.source,
                 "target": item.target,
                 "state": res.state if res else "pending" if id(item) in pending else item.state,
@@ -104,31 +106,69 @@ class SyncReport:
                 "artifacts": [a.to_json() for a in attached],
                 "artifacts_copied": sum(1 for a in attached if a.copied),
                 "error": (res.error if res else item.error) or attached_error,
-            })
+            }
+
+    def totals(self) -> dict[str, Any]:
         states: dict[str, int] = {}
-        for img in images:
+        images = copied = artifacts = artifacts_copied = 0
+        for img in self.iter_images():
+            images += 1
             states[str(img["state"])] = states.get(str(img["state"]), 0) + 1
+            copied += int(img["bytes"] or 0)
+            artifacts += len(img["artifacts"])
+            artifacts_copied += int(img["artifacts_copied"])
+        return {
+            "images": images,
+            "states": states,
+            "bytes_copied": copied,
+            "bytes_pulled": self.bytes_pulled,
+            "artifacts": artifacts,
+            "artifacts_copied": artifacts_copied,
+            "blobs_mounted_from_other_shards": self.peer_mounts,
+            "requests": self.requests,
+            "retries": self.retries,
+        }
+
+    def _head(self) -> dict[str, Any]:
+        """Everything of the JSON report but the images."""
         return {
             "started": self.started.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "duration_seconds": round(self.duration, 3),
             "namespaces": [{"source": n.spec.label, "target": n.spec.target_prefix, "error": n.error,
                             "guard": n.guard}
                            for n in self.namespaces],
-            "images": images,
-            "totals": {
-                "images": len(images),
-                "states": states,
-                "bytes_copied": sum(int(i["bytes"] or 0) for i in images),
-                "bytes_pulled": self.bytes_pulled,
-                "artifacts": sum(len(i["artifacts"]) for i in images),
-                "artifacts_copied": sum(int(i["artifacts_copied"]) for i in images),
-                "blobs_mounted_from_other_shards": self.peer_mounts,
-                "requests": self.requests,
-                "retries": self.retries,
-            },
+            "totals": self.totals(),
             "commit": self.commit,
             "metadata_error": self.metadata_error,
             "interrupted": self.interrupted,
             "shard": str(self.shard) if self.shard is not None else None,
             "pulled_blobs": dict(sorted(self.pulled_blobs.items())),
         }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self._head(), "images": list(self.iter_images())}
+
+    def write_json(self, out: TextIO) -> None:
+        """The JSON report written as it is made, image by image (what `json.dump(self.to_json(), out,
+        indent=2, sort_keys=True)` writes, without holding every image's object and the text at once)."""
+        head = self._head()
+        keys = sorted([*head, "images"])
+        out.write("{\n")
+        for n, key in enumerate(keys):
+            out.write(f"  {json.dumps(key)}: ")
+            if key == "images":
+                first = True
+                out.write("[")
+                for image in self.iter_images():
+                    out.write(("\n" if first else ",\n") + _indented(json.dumps(image, indent=2, sort_keys=True), 4))
+                    first = False
+                out.write("]" if first else "\n  ]")
+            else:
+                out.write(_indented(json.dumps(head[key], indent=2, sort_keys=True), 2).lstrip())
+            out.write(",\n" if n < len(keys) - 1 else "\n")
+        out.write("}\n")
+
+
+def _indented(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "\n".join(pad + line for line in text.split("\n"))
