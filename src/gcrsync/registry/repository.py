@@ -17,6 +17,7 @@ from gcrsync.oci import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, Descriptor, Manife
 from gcrsync.reference import validate_repository
 from gcrsync.registry.auth import pull_scope, push_scope
 from gcrsync.registry.connection import Connection
+from gcrsync.registry.discovery.pages import api_pages
 from gcrsync.registry.errors import registry_error
 from gcrsync.registry.listing_parsers import next_link, parse_hub_tags, parse_tags_list
 from gcrsync.registry.redirects import REDIRECT_STATUSES
@@ -27,7 +28,6 @@ from gcrsync.registry.uploads import BlobUploads
 from gcrsync.types import TagInfo
 
 MAX_TAGS_PAGE_BYTES = 32 * 1024 * 1024
-MAX_TAG_PAGES = 10_000
 
 
 class Repository(BlobUploads, Referrers):
@@ -179,15 +179,9 @@ class Repository(BlobUploads, Referrers):
 
     async def _hub_tag_digests(self, api: str) -> dict[str, str | None]:
         ns, name = self.repository.split("/")
-        url: str | None = f"{api.rstrip('/')}/v2/namespaces/{ns}/repositories/{name}/tags?page_size=100"
+        first = f"{api.rstrip('/')}/v2/namespaces/{ns}/repositories/{name}/tags?page_size=100"
         out: dict[str, str | None] = {}
-        seen: set[str] = set()
-        while url is not None:
-            if url in seen or len(seen) > MAX_TAG_PAGES:
-                raise RegistryError(f"tags of {self.name} through the Docker Hub API: pagination never ends")
-            seen.add(url)
-            page = await self.client.get_json(url)
-            found, url = parse_hub_tags(page.url, page.body)
+        async for found in api_pages(self.client.get_json, first, parse_hub_tags):
             out.update({tag: info.digest for tag, info in found.items()})
         return out
 

@@ -18,8 +18,8 @@ from yarl import URL
 from gcrsync.errors import AuthError, ConfigError, NotFound
 from gcrsync.registry.discovery.catalog import plain_tags
 from gcrsync.registry.discovery.gcr import sorted_tags
-from gcrsync.registry.discovery.pages import MAX_PAGES, Lister, gather
-from gcrsync.registry.listing_parsers import fail, is_valid_component, parse_hub_repositories, parse_hub_tags
+from gcrsync.registry.discovery.pages import Lister, api_pages, gather
+from gcrsync.registry.listing_parsers import is_valid_component, parse_hub_repositories, parse_hub_tags
 from gcrsync.types import DiscoveredRepo, TagInfo
 
 log = logging.getLogger("gcrsync.discovery")
@@ -54,26 +54,19 @@ async def list_dockerhub(lister: Lister, api: str, *, authenticated: bool,
 
     async def one(name: str) -> DiscoveredRepo:
         tags: dict[str, TagInfo] = {}
-        url: str | None = tags_url.format(name)
-        seen: set[str] = set()
-        while url is not None:
-            if url in seen or len(seen) >= MAX_PAGES:
-                raise fail(url, "pagination loops or never ends")
-            seen.add(url)
-            try:
-                page = await lister.get(url)
-            except AuthError as exc:
-                if authenticated or exc.status != 403 or len(tags) < ANONYMOUS_OFFSET_CAP:
-                    raise _explained(exc, registry, ns, authenticated) from None
-                # The anonymous paging cap: the registry's own cursor-paged listing is complete; the tags
-                # the API did not reach have no digest yet (the planner HEADs those).
-                log.info("%s/%s/%s has over %d tags: listing them through the registry instead",
-                         registry, ns, name, ANONYMOUS_OFFSET_CAP)
-                complete = await plain_tags(lister, f"{ns}/{name}")
-                return DiscoveredRepo(complete.repository,
-                                      {tag: tags.get(tag, info) for tag, info in complete.tags.items()})
-            found, url = parse_hub_tags(page.url, page.body)
-            tags.update(found)
+        try:
+            async for found in api_pages(lister.get, tags_url.format(name), parse_hub_tags):
+                tags.update(found)
+        except AuthError as exc:
+            if authenticated or exc.status != 403 or len(tags) < ANONYMOUS_OFFSET_CAP:
+                raise _explained(exc, registry, ns, authenticated) from None
+            # The anonymous paging cap: the registry's own cursor-paged listing is complete; the tags the
+            # API did not reach have no digest yet (the planner HEADs those).
+            log.info("%s/%s/%s has over %d tags: listing them through the registry instead",
+                     registry, ns, name, ANONYMOUS_OFFSET_CAP)
+            complete = await plain_tags(lister, f"{ns}/{name}")
+            return DiscoveredRepo(complete.repository,
+                                  {tag: tags.get(tag, info) for tag, info in complete.tags.items()})
         return DiscoveredRepo(f"{ns}/{name}", sorted_tags(tags))
 
     return await gather(one(name) for name in names)

@@ -4,7 +4,7 @@ pagination that can neither loop, run for ever, nor leave the host it started on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -66,12 +66,10 @@ class Lister:
         """Every page of an OCI listing, following Link rel="next" (resolved against the URL that
         answered, so a redirected listing pages on the host that serves it) on that host only."""
         pages: list[JsonPage] = []
-        seen: set[str] = set()
+        guard = PageGuard()
         url: str | None = first
         while url is not None:
-            if url in seen or len(pages) >= MAX_PAGES:
-                raise fail(url, "pagination loops or never ends")
-            seen.add(url)
+            guard.check(url)
             page = await self.get(url)
             pages.append(page)
             url = next_link(page.url, page.headers)
@@ -79,14 +77,29 @@ class Lister:
 
     async def next_pages(self, first: str, parse: Callable[[str, object], tuple[T, str | None]]) -> list[T]:
         """Each page's parsed content, following an API's own `next` URL (Docker Hub style)."""
-        items: list[T] = []
-        seen: set[str] = set()
-        url: str | None = first
-        while url is not None:
-            if url in seen or len(items) >= MAX_PAGES:
-                raise fail(url, "pagination loops or never ends")
-            seen.add(url)
-            page = await self.get(url)
-            content, url = parse(page.url, page.body)
-            items.append(content)
-        return items
+        return [content async for content in api_pages(self.get, first, parse)]
+
+
+class PageGuard:
+    """Refuses a pagination that comes back to a page it saw, or runs past MAX_PAGES."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def check(self, url: str) -> None:
+        if url in self._seen or len(self._seen) >= MAX_PAGES:
+            raise fail(url, "pagination loops or never ends")
+        self._seen.add(url)
+
+
+async def api_pages(get: Callable[[str], Awaitable[JsonPage]], first: str,
+                    parse: Callable[[str, object], tuple[T, str | None]]) -> AsyncIterator[T]:
+    """Each page's parsed content in turn, following the API's own `next` URL (Docker Hub style), so a
+    caller can keep what earlier pages gave when a later one is refused."""
+    guard = PageGuard()
+    url: str | None = first
+    while url is not None:
+        guard.check(url)
+        page = await get(url)
+        content, url = parse(page.url, page.body)
+        yield content
