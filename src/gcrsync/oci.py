@@ -51,6 +51,13 @@ def validate_digest(value: object, what: str = "digest") -> str:
     return value
 
 
+def fallback_tag(digest: str) -> str:
+    """The tag a digest is known by without a referrers API (distribution-spec v1.1 "Referrers Tag Schema"):
+    `sha256:ab…` → `sha256-ab…`, hex cut to 64 characters. cosign's `.sig`/`.att`/`.sbom` tags extend it."""
+    alg, _, hex_part = digest.partition(":")
+    return f"{alg}-{hex_part[:64]}"
+
+
 def new_hasher(digest: str) -> Any:
     algo = digest.split(":", 1)[0]
     if algo not in ("sha256", "sha512"):

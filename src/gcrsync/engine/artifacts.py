@@ -23,17 +23,12 @@ from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import CopyOptions, copy_image
 from gcrsync.engine.result import Attached
 from gcrsync.errors import error_text
+from gcrsync.oci import fallback_tag
 from gcrsync.store import HasReferrers, ImageStore, ListsTags
 
 log = logging.getLogger("gcrsync.artifacts")
 
 MAX_DEPTH = 3  # image ← signature ← signature of the signature: deeper is abuse or a loop
-
-
-def digest_tag_prefix(digest: str) -> str:
-    """`sha256:ab…` → `sha256-ab…`: the referrers fallback tag, and the stem of cosign's tag schema."""
-    alg, _, hex_part = digest.partition(":")
-    return f"{alg}-{hex_part[:64]}"
 
 
 @dataclass
@@ -84,7 +79,7 @@ async def copy_attached(
 
 async def _tag_schema(src: ImageStore, dst: ImageStore, subject: str, mover: BlobMover,
                       source_tags: Collection[str]) -> list[Attached]:
-    stem = digest_tag_prefix(subject) + "."
+    stem = fallback_tag(subject) + "."
     out = []
     for tag in sorted(t for t in source_tags if t.startswith(stem)):
         result = await copy_image(src, tag, dst, tag, mover, CopyOptions(check_target=True))
@@ -98,7 +93,7 @@ async def _referrers(src: ImageStore, dst: ImageStore, subject: str, mover: Blob
         return []
     entries = await src.referrers(subject)
     if entries is None:  # no referrers API at the source: its fallback tag, if the listing has one
-        if digest_tag_prefix(subject) not in source_tags:
+        if fallback_tag(subject) not in source_tags:
             return []
         entries, _ = await src.fallback_referrers(subject)
     entries = [e for e in entries if policy.wanted(e.get("artifactType"))]

@@ -18,7 +18,7 @@ from typing import Any
 from yarl import URL
 
 from gcrsync.errors import ManifestError, RegistryError
-from gcrsync.oci import MAX_MANIFEST_BYTES, OCI_INDEX, Manifest, parse_manifest
+from gcrsync.oci import MAX_MANIFEST_BYTES, OCI_INDEX, Manifest, fallback_tag, parse_manifest
 from gcrsync.registry.auth import pull_scope, push_scope
 from gcrsync.registry.connection import Connection
 from gcrsync.registry.errors import registry_error
@@ -31,12 +31,6 @@ MAX_PAGES = 1000
 FALLBACK_ATTEMPTS = 5  # read-modify-write rounds of the fallback tag when another writer races us
 
 Referrer = dict[str, Any]  # one index entry: mediaType, digest, size, artifactType, annotations
-
-
-def fallback_tag(digest: str) -> str:
-    """The referrers tag of a digest: `sha256:ab…` → `sha256-ab…` (hex cut to 64 characters)."""
-    alg, _, hex_part = digest.partition(":")
-    return f"{alg}-{hex_part[:64]}"
 
 
 def referrer_entry(manifest: Manifest) -> Referrer:
