@@ -85,6 +85,7 @@ def test_hub_namespace_past_the_anonymous_cap_is_mirrored_completely_without_cre
     assert len([t for t in targets if t.startswith(f"{target.host}/m/big:")]) == BIG
     assert f"{target.host}/m/small:1.0" in targets
     assert not [t for t in targets if "/m/secret" in t]  # anonymous: the API does not show private repositories
+    assert "without Docker Hub credentials: private repositories are not shown" in out  # and the run says so
     assert sorted(target.pusher().list_tags("m/big")) == sorted(f"t{i:04d}" for i in range(BIG))
 
 
