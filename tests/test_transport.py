@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import json
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -96,6 +98,31 @@ async def test_insecure_skips_verification_for_that_host_only(tls_server: str) -
     request = Request("GET", URL(f"https://{tls_server}/v2/"))
     async with Transport(options) as transport, transport.send(request) as resp:
         assert resp.status == 200
+
+
+async def test_verification_reads_the_trust_store_when_first_needed(
+        tls_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server's certificate becomes trusted after this process imported aiohttp: only a context built
+    # by the transport itself (gcrsync.registry.tls), not aiohttp's import-time default, can verify it.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+    options = TransportOptions(max_attempts=1, host_policies={tls_server: HostPolicy(plain_http=False)})
+    request = Request("GET", URL(f"https://{tls_server}/v2/"))
+    async with Transport(options) as transport, transport.send(request) as resp:
+        assert resp.status == 200
+
+
+def test_aiohttp_import_skips_its_unused_ca_loading_and_fails_closed() -> None:
+    # A fresh interpreter, imported as the command line does: aiohttp's own default contexts trust no CA
+    # (so they could never skip a check), they still demand verification, and ssl is left as it was.
+    probe = (
+        "import ssl, json, gcrsync.cli, gcrsync.registry.wire, aiohttp.connector as c;"
+        "v = c._SSL_CONTEXT_VERIFIED;"
+        "print(json.dumps([v.cert_store_stats()['x509_ca'], v.verify_mode == ssl.CERT_REQUIRED,"
+        " 'set_default_verify_paths' in ssl.SSLContext.__dict__,"
+        " ssl.create_default_context().cert_store_stats() == ssl.create_default_context().cert_store_stats()]))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [0, True, False, True]
 
 
 def test_redact_url_strips_userinfo_and_signed_parameters() -> None:

@@ -18,6 +18,7 @@ from gcrsync.errors import GcrsyncError
 from gcrsync.reference import is_loopback
 from gcrsync.registry.options import TransportOptions
 from gcrsync.registry.request import Request, Response, Unreachable, redact_url
+from gcrsync.registry.tls import TlsContexts
 
 
 class Wire:
@@ -27,6 +28,7 @@ class Wire:
         self.options = options
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[tuple[str, str], str | None] = {}
+        self._tls = TlsContexts()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -83,7 +85,10 @@ class Wire:
     async def send(self, request: Request) -> AsyncIterator[Response]:
         url = request.url
         self.check_scheme(url)
-        ssl: Any = not self.options.policy(url.authority).insecure
+        # Our own context for every https request (aiohttp's defaults trust nothing: gcrsync.registry.tls).
+        ssl: Any = True
+        if url.scheme == "https":
+            ssl = self._tls.for_host(verify=not self.options.policy(url.authority).insecure)
         try:
             raw = await self.session.request(
                 request.method, url, headers=dict(request.headers), data=request.body,
