@@ -6,6 +6,8 @@ git or the sync package at start-up, since scheduled jobs start the process many
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 
 import click
@@ -48,4 +50,21 @@ def main(debug: bool, quiet: bool, log_format: str) -> None:
     """Mirror whole namespaces of container images between registries, with a git ledger."""
     from gcrsync.cli.common import setup_logging
 
+    _exit_without_final_collections()
     setup_logging(debug=debug, quiet=quiet, json_lines=log_format == "json")
+
+
+_registered: list[bool] = []
+
+
+def _exit_without_final_collections() -> None:
+    """Freeze the heap at exit, so the interpreter's shutdown skips its garbage collections over it.
+
+    They took ~35 ms of a 0.35 s no-op run (bench/README.md). By the time exit handlers run, every file,
+    socket and git process has been closed by its own `with` block; what the collections would reclaim is
+    memory the process returns to the system anyway. `gc.freeze` runs as the last exit handler (they run
+    newest first, and this is registered before any command starts), so logging still flushes after it.
+    """
+    if not _registered:
+        atexit.register(gc.freeze)
+        _registered.append(True)
