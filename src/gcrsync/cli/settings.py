@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from gcrsync.engine.artifacts import ArtifactPolicy
 from gcrsync.engine.naming import validate_mode
-from gcrsync.engine.plan import SourceSpec
-from gcrsync.engine.select import TagPolicy
 from gcrsync.errors import ConfigError, InvalidReference, ManifestError
 from gcrsync.oci import Platform
 from gcrsync.reference import split_namespace
@@ -25,6 +23,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from gcrsync.config import Config, Discovery, MetadataConfig, RegistryConfig, SyncEntry, TagsConfig
+    from gcrsync.engine.plan import SourceSpec
+    from gcrsync.engine.select import TagPolicy
     from gcrsync.ledger import MetadataRepo
 
 T = TypeVar("T")
@@ -104,6 +104,8 @@ def load_if_given(config_path: str | None) -> Config | None:
 
 
 def _policy(tags: TagsConfig) -> TagPolicy:
+    from gcrsync.engine.select import TagPolicy
+
     return TagPolicy(include=list(tags.include), exclude=list(tags.exclude), semver=tags.semver,
                      latest=tags.latest, include_digest_tags=tags.include_digest_tags,
                      immutable=list(tags.immutable))
@@ -115,6 +117,7 @@ def source_specs(config: Config, *, namespaces: tuple[str, ...] = (), dest: str 
                  referrers: bool | None = None) -> list[SourceSpec]:
     """One SourceSpec per `sync:` entry, or per SOURCE_NAMESPACE argument (the quick form)."""
     from gcrsync.config import SyncEntry
+    from gcrsync.engine.plan import SourceSpec  # imported here: `gcrsync copy` plans nothing
 
     entries = list(config.sync)
     if namespaces:

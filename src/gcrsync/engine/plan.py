@@ -19,15 +19,17 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gcrsync.engine.artifacts import ArtifactPolicy
 from gcrsync.engine.naming import detect_collisions, map_name
 from gcrsync.engine.select import TagPolicy, is_digest_tag, select_tags
 from gcrsync.errors import error_text
 from gcrsync.oci import Platform
-from gcrsync.registry.discovery import DiscoveredRepo, Method
 from gcrsync.store import ImageStore, ListsTagDigests, ListsTags
+
+if TYPE_CHECKING:
+    from gcrsync.registry.discovery import DiscoveredRepo, Method
 
 log = logging.getLogger("gcrsync.plan")
 

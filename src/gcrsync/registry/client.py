@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from yarl import URL
 
@@ -13,16 +14,6 @@ from gcrsync.errors import AuthError, RegistryError
 from gcrsync.reference import validate_repository
 from gcrsync.registry.auth import ApiLogin, Authenticating, Authenticator, pull_scope
 from gcrsync.registry.credentials import CredentialStore
-from gcrsync.registry.discovery import (
-    DEFAULT_APIS,
-    DiscoveredRepo,
-    Method,
-    api_login,
-    chosen_method,
-    discover,
-    uses_registry_credentials,
-)
-from gcrsync.registry.discovery.pages import JsonPage
 from gcrsync.registry.errors import registry_error
 from gcrsync.registry.redirects import Redirecting
 from gcrsync.registry.repository import Repository
@@ -30,6 +21,10 @@ from gcrsync.registry.request import Request, Response, redact_url
 from gcrsync.registry.resume import Resuming
 from gcrsync.registry.stats import TransportStats
 from gcrsync.registry.transport import Transport
+
+if TYPE_CHECKING:  # discovery is imported when a namespace is listed: `gcrsync copy` never needs it
+    from gcrsync.registry.discovery import DiscoveredRepo, Method
+    from gcrsync.registry.discovery.pages import JsonPage
 
 MAX_JSON_BYTES = 32 * 1024 * 1024  # listings of big namespaces are large, but not unbounded
 
@@ -103,6 +98,8 @@ class RegistryClient:
         public one), authenticated with the registry's credentials where they are known (Docker Hub: then
         private repositories are listed too; GitHub: the token is required; quay: `_catalog` as the
         robot account adds its private repositories)."""
+        from gcrsync.registry.discovery import chosen_method, discover
+
         api_host = "registry-1.docker.io" if registry == "docker.io" else registry
         if method == "auto":
             method = self.method_for(registry)  # type: ignore[assignment]
@@ -114,11 +111,15 @@ class RegistryClient:
 
     def method_for(self, registry: str) -> str:
         """The discovery method of a registry host: configured (`discovery:`), else known by its name."""
+        from gcrsync.registry.discovery import chosen_method
+
         return self.methods.get(registry) or chosen_method(registry, "auto")
 
     async def web_api(self, registry: str, method: str) -> tuple[str | None, bool]:
         """The web API base a method uses for `registry` (config `api:`, else the public one), and whether
         it is authenticated: the login is set up here when the registry's credentials are known."""
+        from gcrsync.registry.discovery import DEFAULT_APIS, api_login, uses_registry_credentials
+
         api = self.apis.get(registry) or DEFAULT_APIS.get(method)
         if api is None:
             return None, False
@@ -140,6 +141,8 @@ class RegistryClient:
     async def get_json(self, url: str) -> JsonPage:
         """GET a JSON document (listing APIs; implements discovery's JsonFetcher). Scopes are derived from
         registry API paths; the page remembers the URL that answered (after redirects)."""
+        from gcrsync.registry.discovery.pages import JsonPage
+
         target = URL(url)
         scopes: set[str] = set()
         parts = target.path.split("/")
