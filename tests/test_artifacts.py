@@ -18,9 +18,9 @@ from gcrsync.cli import main
 from gcrsync.engine.artifacts import ArtifactPolicy, copy_attached
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import copy_image
+from gcrsync.oci import referrer_entry
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.credentials import CredentialStore
-from gcrsync.registry.referrers import referrer_entry
 from gcrsync.registry.repository import Repository
 from gcrsync.registry.transport import Transport, TransportOptions
 from harness import RegistryServer, skopeo_digest, unique_repo

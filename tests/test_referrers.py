@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from tools.imagefactory import SPDX_JSON, make_layer, push_attached, push_image
 
-from gcrsync.oci import fallback_tag, parse_manifest
+from gcrsync.oci import fallback_tag, parse_manifest, referrer_entry
 from gcrsync.registry.client import RegistryClient
 from gcrsync.registry.credentials import CredentialStore
-from gcrsync.registry.referrers import referrer_entry
 from gcrsync.registry.transport import Transport, TransportOptions
 from harness import RegistryServer, unique_repo
 from personalities.referrers import ReferrersRegistry

@@ -240,6 +240,23 @@ def parse_manifest(raw: bytes, header_type: str | None = None, expected_digest: 
     )
 
 
+def referrer_entry(manifest: Manifest) -> dict[str, Any]:
+    """The index entry describing `manifest` as a referrer, as the referrers API lists it: artifactType falls
+    back to the config's media type, and the manifest's annotations are copied (distribution-spec v1.1)."""
+    doc = manifest.extra
+    artifact_type = doc.get("artifactType")
+    if not isinstance(artifact_type, str):
+        config = doc.get("config")
+        artifact_type = config.get("mediaType") if isinstance(config, dict) else None
+    entry: dict[str, Any] = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+    if isinstance(artifact_type, str):
+        entry["artifactType"] = artifact_type
+    annotations = doc.get("annotations")
+    if isinstance(annotations, dict) and annotations:
+        entry["annotations"] = annotations
+    return entry
+
+
 def reachable(roots: list[tuple[str, str | None]], read: Callable[[str], bytes | None]) -> set[str] | None:
     """Every digest the manifests `roots` ((digest, media type) pairs) reach, themselves included: index
     children, config and layers (foreign ones excepted) and a referrer's subject.

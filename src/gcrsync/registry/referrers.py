@@ -18,7 +18,7 @@ from typing import Any
 from yarl import URL
 
 from gcrsync.errors import ManifestError, RegistryError
-from gcrsync.oci import MAX_MANIFEST_BYTES, OCI_INDEX, Manifest, fallback_tag, parse_manifest
+from gcrsync.oci import MAX_MANIFEST_BYTES, OCI_INDEX, fallback_tag, parse_manifest
 from gcrsync.registry.auth import pull_scope, push_scope
 from gcrsync.registry.connection import Connection
 from gcrsync.registry.errors import registry_error
@@ -31,22 +31,6 @@ MAX_PAGES = 1000
 FALLBACK_ATTEMPTS = 5  # read-modify-write rounds of the fallback tag when another writer races us
 
 Referrer = dict[str, Any]  # one index entry: mediaType, digest, size, artifactType, annotations
-
-
-def referrer_entry(manifest: Manifest) -> Referrer:
-    """The index entry describing `manifest` as a referrer (artifactType falls back to the config's type)."""
-    doc = manifest.extra
-    artifact_type = doc.get("artifactType")
-    if not isinstance(artifact_type, str):
-        config = doc.get("config")
-        artifact_type = config.get("mediaType") if isinstance(config, dict) else None
-    entry: Referrer = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
-    if isinstance(artifact_type, str):
-        entry["artifactType"] = artifact_type
-    annotations = doc.get("annotations")
-    if isinstance(annotations, dict) and annotations:
-        entry["annotations"] = annotations
-    return entry
 
 
 def _entries(where: str, body: bytes) -> list[Referrer]:
