@@ -1,34 +1,31 @@
 """An OCI image layout directory (`oci:PATH[:TAG]`) as an ImageStore, so the engine can copy to and from disk.
 
-Layout per the OCI image spec: `oci-layout` ({"imageLayoutVersion": "1.0.0"}), `index.json` (tags are the
-`org.opencontainers.image.ref.name` annotations of its entries) and content-addressed `blobs/<alg>/<hex>`.
-Manifests are blobs too; only tagged roots are listed in index.json, children of an index are plain blobs.
+Layout per the OCI image spec: `oci-layout`, `index.json` (gcrsync.layout.index: tagged roots, and untagged
+roots for referrers) and content-addressed `blobs/<alg>/<hex>`. Manifests are blobs too; children of an
+index are plain blobs, not roots.
 
 Crash and concurrency safety: every file becomes visible only by an atomic rename of a fully written, fsynced
 temp file (a blob only once its digest verified), and index.json read-modify-write cycles are serialised by an
 asyncio.Lock per layout (coroutines of one process) plus flock on the layout directory (other processes).
-Prune (remove_tag) drops an index entry under the same locks, then deletes only what the removed tag reached
-and no remaining entry reaches.
+Prune (remove_tag) drops an index entry (and the untagged referrers of what it pointed at) under the same
+locks, then deletes only what the removed entries reached and no remaining entry reaches.
 All file I/O runs in worker threads so a slow disk never stalls the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import json
 import os
-import re
 import tempfile
-import threading
 import uuid
-import weakref
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from gcrsync.errors import DigestMismatch, GcrsyncError, InvalidReference, ManifestError, NotFound
+from gcrsync.layout.index import IndexFile, classify, entry_tag, index_lock
+from gcrsync.layout.referrers import Subjects, dependents, referrers_of, untagged_entry
 from gcrsync.layout_io import (
     CHUNK_SIZE,
     TMP_PREFIX,
@@ -43,51 +40,20 @@ from gcrsync.layout_io import (
 )
 from gcrsync.oci import (
     MAX_MANIFEST_BYTES,
-    OCI_INDEX,
     Descriptor,
     Manifest,
+    fallback_tag,
     new_hasher,
     parse_manifest,
     reachable,
+    referrer_entry,
     validate_digest,
 )
 from gcrsync.store import ImageStore
 
-REF_NAME = "org.opencontainers.image.ref.name"
-LAYOUT_FILE_CONTENT = b'{"imageLayoutVersion":"1.0.0"}'
-_LAYOUT_VERSION_RE = re.compile(r"^1\.\d+\.\d+$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
-# asyncio.Lock binds to the loop that first waits on it, so locks are kept per running loop (tests and
-# tools may run several loops one after another); within a loop there is one lock per resolved layout path.
-_INDEX_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Path, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-# Creating a layout writes two files; two threads creating the same layout must not see each other's half.
-_CREATE_LOCK = threading.Lock()
-
-
-def _index_lock(root: Path) -> asyncio.Lock:
-    per_loop = _INDEX_LOCKS.setdefault(asyncio.get_running_loop(), {})
-    return per_loop.setdefault(root, asyncio.Lock())
-
-
-def _classify(ref: str) -> tuple[bool, str]:
-    """(is_digest, ref): a ref with a colon must be a digest, anything else a tag."""
-    if ":" in ref:
-        try:
-            return True, validate_digest(ref)
-        except ManifestError:
-            raise InvalidReference(f"invalid digest reference {ref[:80]!r}") from None
-    if not _TAG_RE.match(ref):
-        raise InvalidReference(f"invalid tag {ref[:80]!r}")
-    return False, ref
-
-
-def _entry_tag(entry: dict[str, Any]) -> str | None:
-    annotations = entry.get("annotations")
-    tag = annotations.get(REF_NAME) if isinstance(annotations, dict) else None
-    return tag if isinstance(tag, str) else None
+def _roots(entries: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(e["digest"], e.get("mediaType")) for e in entries]
 
 
 class LayoutRepository:
@@ -102,6 +68,8 @@ class LayoutRepository:
         self._root = self._path.resolve()
         self._create = create
         self._ensured = False
+        self._index = IndexFile(self._root, self.name)
+        self._subjects = Subjects(self._manifest_bytes)
 
     @property
     def name(self) -> str:
@@ -131,49 +99,14 @@ class LayoutRepository:
         algorithm, _, hex_part = validate_digest(digest).partition(":")
         return self._root / "blobs" / algorithm / hex_part
 
-    def _load_index(self) -> dict[str, Any] | None:
-        """The validated index.json document, or None when there is no layout at all."""
-        try:
-            layout_raw = (self._root / "oci-layout").read_bytes()
-        except FileNotFoundError:
-            if (self._root / "index.json").exists():
-                raise GcrsyncError(f"{self.name}: has index.json but no oci-layout file") from None
-            return None
-        except OSError as exc:
-            raise GcrsyncError(f"{self.name}: cannot read oci-layout: {exc.strerror}") from None
-        try:
-            version = json.loads(layout_raw).get("imageLayoutVersion")
-        except (ValueError, AttributeError):
-            version = None
-        if not isinstance(version, str) or not _LAYOUT_VERSION_RE.match(version):
-            raise GcrsyncError(f"{self.name}: oci-layout is malformed or not imageLayoutVersion 1.x")
-        try:
-            raw = (self._root / "index.json").read_bytes()
-        except OSError as exc:
-            raise ManifestError(f"{self.name}: cannot read index.json: {exc.strerror}") from None
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise ManifestError(f"{self.name}: index.json is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
-            raise ManifestError(f"{self.name}: index.json is not an OCI index with schemaVersion 2")
-        entries = doc.get("manifests")
-        if not isinstance(entries, list):
-            raise ManifestError(f"{self.name}: index.json has no 'manifests' list")
-        for i, entry in enumerate(entries):
-            Descriptor.from_json(entry, f"{self.name} index.json manifests[{i}]")
-        return doc
-
     def _tagged(self, tag: str) -> Descriptor | None:
-        doc = self._load_index()
-        for i, entry in enumerate(doc["manifests"] if doc else []):
-            if _entry_tag(entry) == tag:
+        for i, entry in enumerate(self._index.entries()):
+            if entry_tag(entry) == tag:
                 return Descriptor.from_json(entry, f"index.json manifests[{i}]")
         return None
 
     def _indexed_media_type(self, digest: str) -> str | None:
-        doc = self._load_index()
-        for entry in doc["manifests"] if doc else []:
+        for entry in self._index.entries():
             if entry.get("digest") == digest and entry.get("mediaType"):
                 return str(entry["mediaType"])
         return None
@@ -181,22 +114,14 @@ class LayoutRepository:
     def _ensure_layout(self) -> None:
         if self._ensured:
             return
-        with _CREATE_LOCK:
-            if self._load_index() is None:
-                if not self._create:
-                    raise GcrsyncError(f"{self.name}: not an OCI image layout (no oci-layout file)")
-                try:
-                    (self._root / "blobs").mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise GcrsyncError(f"{self.name}: cannot create layout: {exc.strerror}") from None
-                empty = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-                # index.json first: oci-layout is the marker that the layout is complete.
-                atomic_write(self._root / "index.json", json.dumps(empty).encode(), overwrite=False)
-                atomic_write(self._root / "oci-layout", LAYOUT_FILE_CONTENT, overwrite=False)
+        if self._index.load() is None:
+            if not self._create:
+                raise GcrsyncError(f"{self.name}: not an OCI image layout (no oci-layout file)")
+            self._index.create()
         self._ensured = True
 
     def _read_manifest(self, ref: str) -> Manifest:
-        is_digest, value = _classify(ref)
+        is_digest, value = classify(ref)
         if is_digest:
             digest, media_type, size = value, self._indexed_media_type(value), None
         else:
@@ -219,7 +144,7 @@ class LayoutRepository:
             raise ManifestError(f"{self.name}: {ref}: {exc}") from None
 
     def _head_manifest(self, ref: str) -> Descriptor | None:
-        is_digest, value = _classify(ref)
+        is_digest, value = classify(ref)
         if not is_digest:
             desc = self._tagged(value)
             # A tag whose blob is gone is reported absent so a copy repairs it instead of skipping it.
@@ -246,49 +171,35 @@ class LayoutRepository:
         atomic_write(path, manifest.raw)
 
     def _set_tag(self, tag: str, manifest: Manifest) -> None:
-        entry = {
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest,
-            "size": len(manifest.raw),
-            "annotations": {REF_NAME: tag},
-        }
-        with self._flocked():
-            doc = self._load_index()
-            if doc is None:
-                raise GcrsyncError(f"{self.name}: the layout disappeared while writing")
-            doc["manifests"] = [e for e in doc["manifests"] if _entry_tag(e) != tag] + [entry]
-            self._write_index(doc)
-
-    @contextmanager
-    def _flocked(self) -> Iterator[None]:
-        """Other processes' index.json read-modify-write cycles wait (ours are serialised by the asyncio lock)."""
-        fd = os.open(self._root, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
-
-    def _write_index(self, doc: dict[str, Any]) -> None:
-        atomic_write(self._root / "index.json", json.dumps(doc, separators=(",", ":")).encode())
+        self._index.set_tag(tag, {"mediaType": manifest.media_type, "digest": manifest.digest,
+                                  "size": len(manifest.raw)})
 
     def _remove_tag(self, tag: str, digest: str) -> bool:
         if not self._root.is_dir():
             return False  # no layout at all, so no tag either
-        with self._flocked():
-            doc = self._load_index()
+        with self._index.flocked():
+            doc = self._index.load()
             entries = doc["manifests"] if doc else []
-            tagged = [e for e in entries if _entry_tag(e) == tag]
+            tagged = [e for e in entries if entry_tag(e) == tag]
             if doc is None or not tagged or any(e.get("digest") != digest for e in tagged):
                 return False  # not there, or moved on to other content since the plan: leave it alone
-            doc["manifests"] = [e for e in entries if _entry_tag(e) != tag]
-            self._write_index(doc)
-            # Only content the removed tag reached is considered: blobs of a copy still in progress (not
+            remaining = [e for e in entries if entry_tag(e) != tag]
+            # The untagged referrers of the image (and theirs) go with it, unless something else keeps it.
+            orphans = dependents(remaining, {digest}, self._subjects)
+            dropped = [e for e in remaining if entry_tag(e) is None and e["digest"] in orphans]
+            survivors = [e for e in remaining if entry_tag(e) is not None or e["digest"] not in orphans]
+            alive = reachable(_roots(survivors), self._manifest_bytes) if dropped else None
+            if alive is None or digest in alive:
+                dropped, survivors = [], remaining
+            doc["manifests"] = survivors
+            self._index.write(doc)
+            # Only content the removed entries reached is considered: blobs of a copy still in progress (not
             # referenced by index.json yet) or put there by other tools are never touched.
-            kept = reachable([(e["digest"], e.get("mediaType")) for e in doc["manifests"]], self._manifest_bytes)
+            kept = reachable(_roots(survivors), self._manifest_bytes)
             if kept is None:  # some remaining manifest could not be read: keep everything rather than guess
                 return True
-            for unused in (reachable([(digest, tagged[0].get("mediaType"))], self._manifest_bytes) or set()) - kept:
+            gone = [(digest, tagged[0].get("mediaType")), *_roots(dropped)]
+            for unused in (reachable(gone, self._manifest_bytes) or set()) - kept:
                 with suppress(FileNotFoundError):
                     self._blob_path(unused).unlink()
         return True
@@ -325,9 +236,24 @@ class LayoutRepository:
         return True
 
     def _tags(self) -> list[str]:
-        doc = self._load_index()
-        tags = [t for t in (_entry_tag(e) for e in (doc["manifests"] if doc else [])) if t is not None]
+        tags = [t for t in (entry_tag(e) for e in self._index.entries()) if t is not None]
         return list(dict.fromkeys(tags))
+
+    def _referrers(self, digest: str) -> list[dict[str, Any]]:
+        found = referrers_of(self._index.entries(), digest, self._subjects)
+        listed = {r["digest"] for r in found}
+        return found + [r for r in self._fallback(digest)[0] if r["digest"] not in listed]
+
+    def _fallback(self, digest: str) -> tuple[list[dict[str, Any]], str | None]:
+        """The referrers index other tools keep under the fallback tag, if there is one."""
+        try:
+            index = self._read_manifest(fallback_tag(digest))
+        except NotFound:
+            return [], None
+        entries = index.extra.get("manifests") if index.is_index else None
+        if not isinstance(entries, list):
+            raise ManifestError(f"{self.name}: referrers tag {fallback_tag(digest)} is not an image index")
+        return [e for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)], index.digest
 
     # ---- ImageStore ----
 
@@ -338,7 +264,7 @@ class LayoutRepository:
         return await asyncio.to_thread(self._head_manifest, ref)
 
     async def put_manifest(self, ref: str, manifest: Manifest) -> None:
-        is_digest, value = _classify(ref)
+        is_digest, value = classify(ref)
         try:  # parse_manifest knows what a digest covers (a signed schema1 one excludes its signatures)
             parse_manifest(manifest.raw, manifest.media_type, expected_digest=manifest.digest)
         except ManifestError as exc:
@@ -347,8 +273,11 @@ class LayoutRepository:
             raise DigestMismatch(f"{self.name}: cannot store manifest {manifest.digest} under digest {value}")
         await asyncio.to_thread(self._write_manifest_blob, manifest)
         if not is_digest:
-            async with _index_lock(self._root):
+            async with index_lock(self._root):
                 await asyncio.to_thread(self._set_tag, value, manifest)
+        elif manifest.subject is not None:  # a referrer: an untagged root, so it can be found (HasReferrers)
+            async with index_lock(self._root):
+                await asyncio.to_thread(self._index.add_untagged, untagged_entry(referrer_entry(manifest)))
 
     async def blob_size(self, digest: str) -> int | None:
         return await asyncio.to_thread(size_or_none, self._blob_path(digest))
@@ -419,6 +348,30 @@ class LayoutRepository:
     async def list_tags(self) -> list[str]:
         return await asyncio.to_thread(self._tags)
 
+    # ---- HasReferrers: a layout indexes the referrers put into it itself, as a registry with the API does ----
+
+    async def referrers(self, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]] | None:
+        """The manifests of index.json whose subject is `digest`, and those of its fallback tag if any."""
+        found = await asyncio.to_thread(self._referrers, validate_digest(digest))
+        return [r for r in found if artifact_type is None or r.get("artifactType") == artifact_type]
+
+    async def fallback_referrers(self, digest: str) -> tuple[list[dict[str, Any]], str | None]:
+        return await asyncio.to_thread(self._fallback, validate_digest(digest))
+
+    async def add_fallback_referrers(self, digest: str, entries: list[dict[str, Any]]) -> bool:
+        """Index `entries` as referrers of `digest` the layout's own way (untagged roots): a fallback tag
+        would only duplicate them. Entries whose manifest is not in the layout are skipped."""
+        validate_digest(digest)
+        changed = False
+        async with index_lock(self._root):
+            for listed in entries:
+                if await asyncio.to_thread(self._head_manifest, validate_digest(listed.get("digest"))):
+                    changed |= await asyncio.to_thread(self._index.add_untagged, untagged_entry(listed))
+        return changed
+
+    async def has_referrers_api(self) -> bool:
+        return True
+
     async def remove_tag(self, tag: str, digest: str) -> bool:
         """RemovesTags: drop the tag's index.json entry, then the manifests and blobs only it kept alive.
 
@@ -426,9 +379,9 @@ class LayoutRepository:
         same digest keeps all of it. Do not prune a layout another process is writing into at the same time:
         a blob it found present and is about to reference could go (as with a registry's garbage collection).
         """
-        is_digest, value = _classify(tag)
+        is_digest, value = classify(tag)
         if is_digest:
             raise InvalidReference(f"{self.name}: remove_tag takes a tag, not the digest {value[:80]!r}")
         validate_digest(digest)
-        async with _index_lock(self._root):
+        async with index_lock(self._root):
             return await asyncio.to_thread(self._remove_tag, value, digest)

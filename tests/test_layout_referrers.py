@@ -1,0 +1,169 @@
+"""Referrers in an OCI layout: signatures and SBOMs copied into a layout are untagged roots of index.json
+(as oras and zot keep them), are listed as a registry's referrers API would list them, travel on from the
+layout to a registry, and go with their image when prune removes its last tag."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from tools.imagefactory import SPDX_JSON
+
+from gcrsync.cli import main
+from gcrsync.engine.artifacts import ArtifactPolicy, copy_attached
+from gcrsync.engine.blobs import BlobMover
+from gcrsync.engine.copy import copy_image
+from gcrsync.layout import REF_NAME, LayoutRepository
+from gcrsync.oci import OCI_INDEX, OCI_MANIFEST, Manifest, fallback_tag, parse_manifest, sha256_digest
+from gcrsync.registry.client import RegistryClient
+from gcrsync.registry.credentials import CredentialStore
+from gcrsync.registry.transport import Transport, TransportOptions
+from harness import RegistryServer, unique_repo
+from personalities.referrers import ReferrersRegistry
+from test_artifacts import attach_all, referrer_digests
+from test_layout import put_bytes, put_image
+
+SIG_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[RegistryClient]:
+    async with Transport(TransportOptions(max_attempts=2, backoff_base=0.01)) as transport:
+        yield RegistryClient(transport, CredentialStore(use_docker_config=False))
+
+
+@pytest.fixture
+def native(registry: RegistryServer) -> Iterator[ReferrersRegistry]:
+    with ReferrersRegistry(registry.url) as front:
+        yield front
+
+
+def untagged(path: Path) -> list[dict[str, Any]]:
+    return [e for e in json.loads((path / "index.json").read_text())["manifests"]
+            if REF_NAME not in e.get("annotations", {})]
+
+
+def tags(path: Path) -> list[str]:
+    return [e["annotations"][REF_NAME] for e in json.loads((path / "index.json").read_text())["manifests"]
+            if REF_NAME in e.get("annotations", {})]
+
+
+async def put_referrer(repo: LayoutRepository, subject: Manifest, seed: str, artifact_type: str = SIG_TYPE) -> Manifest:
+    """A cosign-shaped signature of `subject`, pushed by digest as the engine pushes referrers."""
+    payload = await put_bytes(repo, "application/vnd.dev.cosign.simplesigning.v1+json", seed.encode())
+    empty = await put_bytes(repo, "application/vnd.oci.empty.v1+json", b"{}")
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+           "config": {"mediaType": empty.media_type, "digest": empty.digest, "size": empty.size},
+           "layers": [{"mediaType": payload.media_type, "digest": payload.digest, "size": payload.size}],
+           "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": len(subject.raw)},
+           "annotations": {"seed": seed}}
+    manifest = parse_manifest(json.dumps(doc).encode())
+    await repo.put_manifest(manifest.digest, manifest)
+    return manifest
+
+
+def blob_exists(repo: LayoutRepository, digest: str) -> bool:
+    return (repo.path / "blobs" / "sha256" / digest.split(":", 1)[1]).exists()
+
+
+async def test_a_referrer_is_an_untagged_root_listed_like_the_api_lists_it(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "layout", create=True)
+    image = await put_image(repo, "v1", "img")
+    sig = await put_referrer(repo, image, "sig-1")
+    sbom = await put_referrer(repo, image, "sbom-1", SPDX_JSON)
+    assert await repo.has_referrers_api()
+    assert [e["digest"] for e in untagged(repo.path)] == [sig.digest, sbom.digest]
+    assert untagged(repo.path)[0] == {"mediaType": OCI_MANIFEST, "digest": sig.digest, "size": len(sig.raw),
+                                      "artifactType": SIG_TYPE}
+    listed = await repo.referrers(image.digest)
+    assert listed is not None and [r["digest"] for r in listed] == [sig.digest, sbom.digest]
+    assert listed[0]["artifactType"] == SIG_TYPE and listed[0]["annotations"] == {"seed": "sig-1"}
+    assert [r["digest"] for r in await repo.referrers(image.digest, SPDX_JSON) or []] == [sbom.digest]
+    assert await repo.referrers(sig.digest) == []
+    assert await repo.list_tags() == ["v1"]  # referrers are not tags
+    before = (repo.path / "index.json").read_bytes()
+    await repo.put_manifest(sig.digest, sig)  # pushed again: no second entry
+    assert (repo.path / "index.json").read_bytes() == before
+
+
+async def test_a_fallback_tag_written_by_another_tool_is_read_too(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "layout", create=True)
+    image = await put_image(repo, "v1", "img")
+    other = await put_image(repo, None, "other-tools-signature")
+    entry = {"mediaType": other.media_type, "digest": other.digest, "size": len(other.raw), "artifactType": "x/y"}
+    index = parse_manifest(json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode())
+    await repo.put_manifest(fallback_tag(image.digest), index)
+    sig = await put_referrer(repo, image, "sig")
+    listed = await repo.referrers(image.digest) or []
+    assert [r["digest"] for r in listed] == [sig.digest, other.digest]
+    assert await repo.fallback_referrers(image.digest) == ([entry], index.digest)
+
+
+async def test_prune_takes_an_images_referrers_with_it_and_nothing_else(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "layout", create=True)
+    gone, kept = await put_image(repo, "v1", "gone"), await put_image(repo, "v2", "kept")
+    sig = await put_referrer(repo, gone, "sig-of-gone")
+    sig_of_sig = await put_referrer(repo, sig, "sig-of-sig")
+    sig_kept = await put_referrer(repo, kept, "sig-of-kept")
+    assert await repo.remove_tag("v1", gone.digest)
+    assert tags(repo.path) == ["v2"]
+    assert [e["digest"] for e in untagged(repo.path)] == [sig_kept.digest]
+    for manifest in (gone, sig, sig_of_sig):
+        assert not blob_exists(repo, manifest.digest)
+    for desc in (*sig.blobs, *sig_of_sig.blobs):  # their payloads went; the empty config is shared with...
+        assert blob_exists(repo, desc.digest) == (desc.digest in {d.digest for d in sig_kept.blobs})
+    assert blob_exists(repo, kept.digest) and blob_exists(repo, sig_kept.digest)
+    assert [r["digest"] for r in await repo.referrers(kept.digest) or []] == [sig_kept.digest]
+
+
+async def test_prune_keeps_the_referrers_of_an_image_another_tag_still_names(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "layout", create=True)
+    image = await put_image(repo, "v1", "shared")
+    await repo.put_manifest("also", image)
+    sig = await put_referrer(repo, image, "sig")
+    assert await repo.remove_tag("v1", image.digest)
+    assert tags(repo.path) == ["also"] and [e["digest"] for e in untagged(repo.path)] == [sig.digest]
+    assert blob_exists(repo, sig.digest) and blob_exists(repo, image.digest)
+
+
+async def test_signatures_travel_registry_to_layout_to_registry(
+    native: ReferrersRegistry, registry2: RegistryServer, client: RegistryClient, tmp_path: Path,
+) -> None:
+    repo = unique_repo("layout-att")
+    index, artifacts = attach_all(native, repo, seed=1901)
+    source = client.repository(native.host, repo)
+    layout = LayoutRepository(tmp_path / "layout", create=True)
+    mover = BlobMover()
+    result = await copy_image(source, "v1", layout, "v1", mover)
+    attached = await copy_attached(source, layout, result.subjects, mover, ArtifactPolicy())
+    assert {a.digest for a in attached} == set(artifacts.values()) and all(a.copied for a in attached)
+    assert {e["digest"] for e in untagged(layout.path)} == set(artifacts.values())
+    child = next(iter((await source.get_manifest(index)).children)).digest
+    for subject in (index, child, artifacts["index-att"]):  # on the index, a child, and an attestation
+        assert await referrer_digests(layout, subject) == await referrer_digests(source, subject) != set()
+    before = (layout.path / "index.json").read_bytes()
+    again = await copy_attached(source, layout, result.subjects, mover, ArtifactPolicy())
+    assert not any(a.copied for a in again) and (layout.path / "index.json").read_bytes() == before
+    # On from the layout to a registry without the referrers API: its fallback tags list the same.
+    target = client.repository(registry2.host, repo)
+    onward = await copy_image(layout, "v1", target, "v1", mover)
+    moved = await copy_attached(layout, target, onward.subjects, mover, ArtifactPolicy())
+    assert {a.digest for a in moved} == set(artifacts.values())
+    for subject in (index, child, artifacts["index-att"]):
+        assert await referrer_digests(target, subject) == await referrer_digests(source, subject)
+
+
+def test_copy_into_a_layout_indexes_the_signatures_without_a_warning(
+    native: ReferrersRegistry, tmp_path: Path,
+) -> None:
+    repo = unique_repo("layout-cli")
+    index, artifacts = attach_all(native, repo, seed=1902)
+    out = CliRunner().invoke(main, ["copy", f"{native.host}/{repo}:v1", f"oci:{tmp_path / 'l'}:v1"])
+    assert out.exit_code == 0, out.output
+    assert "cannot index referrers" not in out.output
+    assert {e["digest"] for e in untagged(tmp_path / "l")} == set(artifacts.values())
+    assert sha256_digest((tmp_path / "l" / "blobs" / "sha256" / index.split(":")[1]).read_bytes()) == index
