@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from tools.imagefactory import SPDX_JSON
+from tools.imagefactory import SPDX_JSON, make_layer, push_image
 
 from gcrsync.cli import main
 from gcrsync.engine.artifacts import ArtifactPolicy, copy_attached
@@ -25,7 +25,8 @@ from gcrsync.registry.transport import Transport, TransportOptions
 from harness import RegistryServer, unique_repo
 from personalities.referrers import ReferrersRegistry
 from test_artifacts import attach_all, referrer_digests
-from test_layout import put_bytes, put_image
+from test_layout import put_bytes, put_image, put_index
+from test_sync import run_sync
 
 SIG_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 
@@ -130,6 +131,18 @@ async def test_prune_keeps_the_referrers_of_an_image_another_tag_still_names(tmp
     assert blob_exists(repo, sig.digest) and blob_exists(repo, image.digest)
 
 
+async def test_prune_takes_the_referrers_of_an_index_child_unless_another_tag_reaches_it(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "layout", create=True)
+    index = await put_index(repo, "v1")
+    first, second = [await repo.get_manifest(child.digest) for child in index.children]
+    sig_first, sig_second = await put_referrer(repo, first, "a"), await put_referrer(repo, second, "b")
+    await repo.put_manifest("amd64-only", first)  # another tag reaches the first child
+    assert await repo.remove_tag("v1", index.digest)
+    assert [e["digest"] for e in untagged(repo.path)] == [sig_first.digest]
+    assert blob_exists(repo, sig_first.digest) and not blob_exists(repo, sig_second.digest)
+    assert not blob_exists(repo, index.digest) and not blob_exists(repo, second.digest)
+
+
 async def test_signatures_travel_registry_to_layout_to_registry(
     native: ReferrersRegistry, registry2: RegistryServer, client: RegistryClient, tmp_path: Path,
 ) -> None:
@@ -167,3 +180,26 @@ def test_copy_into_a_layout_indexes_the_signatures_without_a_warning(
     assert "cannot index referrers" not in out.output
     assert {e["digest"] for e in untagged(tmp_path / "l")} == set(artifacts.values())
     assert sha256_digest((tmp_path / "l" / "blobs" / "sha256" / index.split(":")[1]).read_bytes()) == index
+
+
+def test_sync_into_layouts_keeps_signatures_indexed_and_prunes_them_with_their_image(
+    native: ReferrersRegistry, registry: RegistryServer, tmp_path: Path,
+) -> None:
+    ns = unique_repo("layout-sync")
+    index, artifacts = attach_all(native, f"{ns}/app", seed=1903)
+    keep, _ = push_image(native.pusher(), f"{ns}/app", "keep", layers=[make_layer(1904, 900)])
+    args = (f"{native.host}/{ns}", "--dest", f"oci:{tmp_path / 'mirror'}")
+    code, out, report = run_sync(tmp_path, *args)
+    assert code == 0, out
+    layout = tmp_path / "mirror" / "app"
+    assert {e["digest"] for e in untagged(layout)} == set(artifacts.values())
+    assert report["totals"]["artifacts_copied"] == len(artifacts)
+    code, out, report = run_sync(tmp_path, *args)  # nothing new: nothing copied, the index untouched
+    assert code == 0 and report["totals"]["artifacts_copied"] == 0, out
+    registry.pusher().delete_manifest(f"{ns}/app", index)
+    code, out, report = run_sync(tmp_path, *args, "--prune", "--max-removed", "100%")
+    assert code == 0, out
+    assert tags(layout) == ["keep"] and untagged(layout) == []
+    remaining = {p.name for p in (layout / "blobs" / "sha256").iterdir()}
+    assert not {d.split(":")[1] for d in (index, *artifacts.values())} & remaining
+    assert keep.split(":")[1] in remaining

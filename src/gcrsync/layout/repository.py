@@ -184,25 +184,35 @@ class LayoutRepository:
             if doc is None or not tagged or any(e.get("digest") != digest for e in tagged):
                 return False  # not there, or moved on to other content since the plan: leave it alone
             remaining = [e for e in entries if entry_tag(e) != tag]
-            # The untagged referrers of the image (and theirs) go with it, unless something else keeps it.
-            orphans = dependents(remaining, {digest}, self._subjects)
-            dropped = [e for e in remaining if entry_tag(e) is None and e["digest"] in orphans]
-            survivors = [e for e in remaining if entry_tag(e) is not None or e["digest"] not in orphans]
-            alive = reachable(_roots(survivors), self._manifest_bytes) if dropped else None
-            if alive is None or digest in alive:
-                dropped, survivors = [], remaining
-            doc["manifests"] = survivors
+            doc["manifests"] = survivors = self._without_orphans(remaining, digest, tagged[0].get("mediaType"))
             self._index.write(doc)
             # Only content the removed entries reached is considered: blobs of a copy still in progress (not
             # referenced by index.json yet) or put there by other tools are never touched.
             kept = reachable(_roots(survivors), self._manifest_bytes)
             if kept is None:  # some remaining manifest could not be read: keep everything rather than guess
                 return True
+            staying = {id(e) for e in survivors}
+            dropped = [e for e in remaining if id(e) not in staying]
             gone = [(digest, tagged[0].get("mediaType")), *_roots(dropped)]
             for unused in (reachable(gone, self._manifest_bytes) or set()) - kept:
                 with suppress(FileNotFoundError):
                     self._blob_path(unused).unlink()
         return True
+
+    def _without_orphans(self, remaining: list[dict[str, Any]], digest: str, media_type: str | None,
+                         ) -> list[dict[str, Any]]:
+        """`remaining` without the untagged referrers of what the removed entry reached (the image, an
+        index's children, and their referrers in turn) that nothing remaining still reaches."""
+        reached = reachable([(digest, media_type)], self._manifest_bytes)
+        if not reached:
+            return remaining
+        candidates = dependents(remaining, reached, self._subjects)
+        others = [e for e in remaining if entry_tag(e) is not None or e["digest"] not in candidates]
+        alive = reachable(_roots(others), self._manifest_bytes)
+        if alive is None:  # a remaining manifest is unreadable: what it reaches is unknown, keep them all
+            return remaining
+        orphans = dependents(remaining, reached - alive, self._subjects)
+        return [e for e in remaining if entry_tag(e) is not None or e["digest"] not in orphans]
 
     def _manifest_bytes(self, digest: str) -> bytes | None:
         """A blob read as a possible manifest: None when absent, b"" (unparseable) when too large for one."""
