@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from gcrsync.engine.plan import PlanItem, SourceSpec, State
-from gcrsync.engine.result import ImageResult
+from gcrsync.engine.result import Attached, ImageResult
 from gcrsync.ledger import Ledger, LedgerFiles, RunChanges
+from gcrsync.sync.journal import ChangeJournal
 from gcrsync.sync.recorder import (
     AlreadyThere,
     ImageDone,
@@ -104,3 +105,18 @@ async def test_without_metadata_only_changes_are_kept(tmp_path: Path) -> None:
     async with Recorder({SPEC.label: ledger}, None, changes) as recorder:
         recorder.record(copied(item("new")))
     assert len(ledger) == 0 and [a.target for a in changes.added] == ["localhost:5000/m/app:new"]
+
+
+async def test_artifacts_newly_attached_are_journaled_like_images(tmp_path: Path) -> None:
+    # A run killed before it publishes leaves its changes to the next run's CHANGELOG block: the signature
+    # it copied too, not only the image (the next run finds the signature at the target, copies nothing).
+    journal, changes, signed = ChangeJournal(tmp_path / "journal.jsonl"), RunChanges(), item("signed")
+    artifacts = [Attached(D1, D2, "sig", tag="sha256-1.sig", copied=True),
+                 Attached(D1, "sha256:" + "3" * 64, "referrer", "application/spdx+json", copied=True),
+                 Attached(D1, "sha256:" + "4" * 64, "referrer", "application/spdx+json")]  # was there already
+    result = ImageResult(signed.source, signed.target, digest=D1, source_digest=D1, artifacts=artifacts)
+    async with Recorder({}, None, changes, journal) as recorder:
+        recorder.record(ImageDone(signed, result))
+    assert len(changes.attached) == 1 and len(changes.attached[0].artifacts) == 2
+    replayed = journal.load()
+    assert replayed.attached == changes.attached and replayed.added == changes.added

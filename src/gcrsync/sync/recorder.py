@@ -187,7 +187,7 @@ class Recorder:
                 self._changed(ledger)
         copied = tuple((artifact_label(a), a.digest) for a in found if a.copied)
         if copied:
-            self.changes.attached.append(AttachedChange(item.target, copied))
+            self._note("attached", AttachedChange(item.target, copied))
         if error:
             self.changes.failed.append(Failed(item.source, item.target, error))
 
@@ -203,7 +203,7 @@ class Recorder:
                           media_type=None, now=datetime.now(UTC), source_digest=item.source_digest)
             self._changed(ledger)
 
-    def _note(self, kind: str, change: Added | Updated | Removed) -> None:
+    def _note(self, kind: str, change: Added | Updated | Removed | AttachedChange) -> None:
         getattr(self.changes, kind).append(change)
         if self.journal is not None:
             self.journal.append(kind, change)  # now, before the ledger write that could outlive this run
