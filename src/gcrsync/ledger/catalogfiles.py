@@ -15,17 +15,18 @@ from pathlib import Path
 from gcrsync.errors import LedgerError
 from gcrsync.ledger.catalog import (
     BEGIN_MARKER,
-    Namespace,
+    NamespaceRows,
     RunInfo,
     build_catalog,
     catalog_json,
     catalog_script,
     merge_readme,
     readme_section,
+    repository_part,
 )
 from gcrsync.ledger.files import LedgerFiles, atomic_write
 from gcrsync.ledger.git import Git
-from gcrsync.ledger.model import Ledger
+from gcrsync.ledger.model import read_ledger
 
 log = logging.getLogger(__name__)
 
@@ -41,26 +42,29 @@ def page_html() -> str:
     return resources.files("gcrsync.ledger").joinpath("catalog_page.html").read_text(encoding="utf-8")
 
 
-def read_namespaces(root: Path) -> list[Namespace]:
-    """Every ledger under root. A ledger that does not parse is left out with a warning: the catalog must
-    not stop a run whose sync already succeeded (the sync itself refuses a broken ledger it needs)."""
+def read_namespaces(root: Path) -> list[NamespaceRows]:
+    """Every ledger under root, as the catalog's rows (each image's entries become rows as the file is read,
+    so a ledger's entries never all exist at once). A ledger that does not parse is left out with a warning:
+    the catalog must not stop a run whose sync already succeeded (the sync itself refuses a broken ledger
+    it needs)."""
     ledgers = LedgerFiles(root)
     found = []
     for source in ledgers.namespaces():
         path = ledgers.path_for(source)
         rel = path.relative_to(root).as_posix()
         try:
-            ledger = Ledger.from_json(path.read_text(encoding="utf-8"), rel)
+            with path.open(encoding="utf-8") as fh:  # read as it is parsed: never the whole text at once
+                holds, target, repositories = read_ledger(fh, rel, repository_part)
         except (OSError, UnicodeDecodeError) as exc:
             log.warning("catalog: cannot read %s: %s", rel, exc)
             continue
         except LedgerError as exc:
             log.warning("catalog: leaving out %s", exc)
             continue
-        if ledger.source != source:
-            log.warning("catalog: leaving out %s: it holds namespace %r", rel, ledger.source[:80])
+        if holds != source:
+            log.warning("catalog: leaving out %s: it holds namespace %r", rel, holds[:80])
             continue
-        found.append(Namespace(rel, ledger))
+        found.append(NamespaceRows(rel, holds, target, repositories))
     return found
 
 
@@ -84,13 +88,15 @@ def write_catalog(root: Path, run: RunInfo | None = None, *, leave: Collection[s
         run = RunInfo.from_catalog(_read(root / CATALOG_JSON))
     doc = build_catalog(read_namespaces(root), run)
     data = catalog_json(doc)
+    section = readme_section(doc) if README not in leave else None
+    del doc  # every tag's row: not kept while the texts are made and compared
     texts = {
         CATALOG_JSON: data,
         CATALOG_JS: catalog_script(data),
         INDEX_HTML: page_html(),
     }
-    if README not in leave:
-        texts[README] = merge_readme(_read(root / README), readme_section(doc))
+    if section is not None:
+        texts[README] = merge_readme(_read(root / README), section)
     changed = []
     for name, text in texts.items():
         if name in leave:

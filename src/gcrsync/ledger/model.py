@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TextIO, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from gcrsync.errors import LedgerError
+from gcrsync.ledger.jsonscan import STREAMED, Unreadable, scan_document
 
 FORMAT = "gcrsync-ledger/1"
 MAX_PREVIOUS_DIGESTS = 10
@@ -31,6 +32,7 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
 _REF_RE = re.compile(r"^[^\s\x00]{1,512}$")
+T = TypeVar("T")
 
 
 def is_repo_name(name: str) -> bool:
@@ -312,43 +314,79 @@ class Ledger:
     @classmethod
     def from_json(cls, text: str, where: str) -> Ledger:
         """Parse a ledger file's text; every problem is a one-line LedgerError naming `where`."""
+        source, target, images = read_ledger(text, where, lambda repo, entries: entries)
+        return cls(source, target, images)
+
+
+def read_ledger(text: str | TextIO, where: str,
+                convert: Callable[[str, dict[str, Entry]], T]) -> tuple[str, str, dict[str, T]]:
+    """A ledger file's source, target and images (those with tags), each image's entries passed through
+    convert(repo, entries) (never None) as they are parsed: the whole JSON document never exists at once (nor,
+    from an open file, the whole text), and the catalog keeps its rows, not the entries. A problem is the
+    one-line LedgerError naming `where` that json.loads and these checks always gave: invalid JSON, the
+    document's keys, then the last image (in file order) with a problem, and in it the last tag."""
+    parsed: dict[str, T | LedgerError | None] = {}  # image → converted, its first problem, or None: no tags
+    names: dict[str, str] = {}  # tag name → one string for it
+
+    def image(repo: str, tags: object) -> None:
+        parsed[repo] = _image(repo, tags, where, convert, names)
+
+    try:
+        doc = scan_document(text, "images", parsed.clear, image)
+    except Unreadable:  # invalid JSON or not an object: json.loads says what is wrong, as it always did
+        parsed.clear()
+        if not isinstance(text, str):
+            text.seek(0)
+            text = text.read()
         try:
             doc = json.loads(text)
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise LedgerError(f"{where}: invalid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise LedgerError(f"{where}: expected a JSON object, got {type(doc).__name__}")
-        if doc.get("format") != FORMAT:
-            raise LedgerError(f"{where}: unsupported format {str(doc.get('format'))[:40]!r}, expected {FORMAT!r}")
-        unknown = set(doc) - {"format", "source", "target", "images"}
-        if unknown:
-            raise LedgerError(f"{where}: unknown keys {[key[:40] for key in sorted(unknown)[:5]]}")
-        source, target, images = doc.get("source"), doc.get("target"), doc.get("images")
-        if not isinstance(source, str) or not isinstance(target, str) or not _REF_RE.fullmatch(target):
-            raise LedgerError(f"{where}: 'source' and 'target' must be image references")
-        if not isinstance(images, dict):
-            raise LedgerError(f"{where}: 'images' must be an object")
-        ledger = cls(source, target)
-        # Parsed entries are taken out of the JSON document as they become models, so the two copies of a
-        # 50,000-tag ledger never both exist in full (the document is the caller's to drop anyway).
-        while images:
-            repo, tags = images.popitem()
-            if not is_repo_name(repo):
-                raise LedgerError(f"{where}: invalid image name {repo[:80]!r}")
-            if not isinstance(tags, dict):
-                raise LedgerError(f"{where}: image {repo[:80]!r}: expected an object of tags")
-            while tags:
-                tag, raw = tags.popitem()
-                if not is_tag(tag):
-                    raise LedgerError(f"{where}: image {repo[:80]!r}: invalid tag {tag[:80]!r}")
-                if not isinstance(raw, dict):
-                    raise LedgerError(f"{where}: {repo[:80]}:{tag}: expected an object")
-                try:
-                    entry = Entry(**raw)
-                except ValidationError as exc:
-                    raise LedgerError(f"{where}: {repo[:80]}:{tag}: {validation_message(exc)}") from None
-                ledger.images.setdefault(repo, {})[tag] = entry
-        return ledger
+        if isinstance(doc, dict) and isinstance(doc.get("images"), dict):
+            images = doc["images"]
+            for repo in list(images):  # taken out of the document as they are parsed
+                image(repo, images.pop(repo))
+            doc["images"] = STREAMED
+    if not isinstance(doc, dict):
+        raise LedgerError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    if doc.get("format") != FORMAT:
+        raise LedgerError(f"{where}: unsupported format {str(doc.get('format'))[:40]!r}, expected {FORMAT!r}")
+    unknown = set(doc) - {"format", "source", "target", "images"}
+    if unknown:
+        raise LedgerError(f"{where}: unknown keys {[key[:40] for key in sorted(unknown)[:5]]}")
+    source, target = doc.get("source"), doc.get("target")
+    if not isinstance(source, str) or not isinstance(target, str) or not _REF_RE.fullmatch(target):
+        raise LedgerError(f"{where}: 'source' and 'target' must be image references")
+    if doc.get("images") is not STREAMED:
+        raise LedgerError(f"{where}: 'images' must be an object")
+    for result in reversed(parsed.values()):
+        if isinstance(result, LedgerError):
+            raise result
+    # Last image first, as the entries were always read (an order only ties in the catalog's sort can show).
+    return source, target, {repo: out for repo, out in reversed(parsed.items()) if out is not None
+                            and not isinstance(out, LedgerError)}
+
+
+def _image(repo: str, tags: object, where: str, convert: Callable[[str, dict[str, Entry]], T],
+           names: dict[str, str]) -> T | LedgerError | None:
+    """One image of a ledger file: its entries, converted; or its problem (reported only if no other comes first)."""
+    if not is_repo_name(repo):
+        return LedgerError(f"{where}: invalid image name {repo[:80]!r}")
+    if not isinstance(tags, dict):
+        return LedgerError(f"{where}: image {repo[:80]!r}: expected an object of tags")
+    entries: dict[str, Entry] = {}
+    while tags:  # last tag first, as they were always read
+        tag, raw = tags.popitem()
+        tag = names.setdefault(tag, tag)  # one string per tag name in the file, as json.loads keeps keys
+        if not is_tag(tag):
+            return LedgerError(f"{where}: image {repo[:80]!r}: invalid tag {tag[:80]!r}")
+        if not isinstance(raw, dict):
+            return LedgerError(f"{where}: {repo[:80]}:{tag}: expected an object")
+        try:
+            entries[tag] = Entry(**raw)
+        except ValidationError as exc:
+            return LedgerError(f"{where}: {repo[:80]}:{tag}: {validation_message(exc)}")
+    return convert(repo, entries) if entries else None
 
 
 def validation_message(exc: ValidationError) -> str:
