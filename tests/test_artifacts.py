@@ -201,6 +201,35 @@ def test_sync_mirrors_artifacts_records_them_and_picks_up_a_new_signature(
     assert code == 0 and report["totals"]["artifacts"] == 0
 
 
+def test_a_recursive_signature_added_later_reaches_the_index_children(
+    fronts: dict[str, Any], tmp_path: Path,
+) -> None:
+    ns = unique_repo("recursive")
+    src, dst, pusher = fronts["native-src"], fronts["plain-dst"], fronts["native-src"].pusher()
+    index = push_index(pusher, f"{ns}/app", "v1", [("linux", "amd64", None), ("linux", "arm64", "v8")], 2_000,
+                       seed=1810)
+    meta = tmp_path / "meta"
+    args = ("sync", f"{src.host}/{ns}", "--dest", f"{dst.host}/{ns}", "--metadata", str(meta))
+    code, out, report = cli(tmp_path, *args)
+    assert code == 0 and report["totals"]["artifacts"] == 0, out
+    # `cosign sign --recursive` later: the index and each of its children get a signature at once.
+    index_raw, _ = pusher.get_manifest(f"{ns}/app", index)
+    subjects = [{"mediaType": INDEX_TYPE, "digest": index, "size": len(index_raw)},
+                *({k: c[k] for k in ("mediaType", "digest", "size")} for c in json.loads(index_raw)["manifests"])]
+    sigs = {s["digest"]: push_attached(pusher, f"{ns}/app", "sig", s, seed=1811 + i)[0]
+            for i, s in enumerate(subjects)}
+    code, out, report = cli(tmp_path, *args)
+    assert code == 0 and report["totals"]["states"] == {"unchanged": 1}, out
+    assert report["totals"]["artifacts_copied"] == 3
+    for subject, sig in sigs.items():
+        assert [e["digest"] for e in asyncio.run(_fallback(client_host=dst.host, repo=f"{ns}/app",
+                                                           digest=subject))] == [sig]
+    ledger = json.loads(next(meta.rglob(f"{ns}.json")).read_text())
+    assert {a["subject"] for a in ledger["images"]["app"]["v1"]["artifacts"]} == set(sigs)
+    code, out, report = cli(tmp_path, *args)  # and the run after copies nothing
+    assert code == 0 and report["totals"]["artifacts_copied"] == 0 and report["totals"]["artifacts"] == 3, out
+
+
 async def _fallback(*, client_host: str, repo: str, digest: str) -> list[dict[str, Any]]:
     async with Transport(TransportOptions(max_attempts=1)) as transport:
         store = RegistryClient(transport, CredentialStore(use_docker_config=False)).repository(client_host, repo)

@@ -144,7 +144,9 @@ async def check_attached(
     """For tags already mirrored: pick up artifacts attached at the source since (a new signature).
 
     `subjects` names the digests to look at per item (the tagged manifest, and the index children the
-    ledger knows artifacts on); an index child signed later is found when the image is next copied.
+    ledger knows artifacts on). When the tagged manifest is an index that just got an artifact, its other
+    children are looked at too: `cosign sign --recursive` signs an index and every child at once. A child
+    signed later on its own is found when the image is next copied.
     """
     todo = iter([i for i in items if i.spec.artifacts.enabled])
 
@@ -153,13 +155,29 @@ async def check_attached(
         for item in todo:
             if stop is not None and stop.is_set():
                 return
-            found, error = await attach(open_source(item), open_target(item), subjects(item), mover,
-                                        item.spec.artifacts, item.attached_tags)
+            src, dst, looked = open_source(item), open_target(item), subjects(item)
+            found, error = await attach(src, dst, looked, mover, item.spec.artifacts, item.attached_tags)
+            if error is None and any(a.copied and a.subject == item.source_digest for a in found):
+                more, error = await _children_too(src, dst, item, looked, mover)
+                found += more
             if error:
                 log.error("%s: %s", item.source, error)
             await on_done(item, found, error)
 
     await asyncio.gather(*(worker() for _ in range(max(1, jobs))))
+
+
+async def _children_too(src: ImageStore, dst: ImageStore, item: PlanItem, looked: list[str],
+                        mover: BlobMover) -> tuple[list[Attached], str | None]:
+    """What is attached to the children of the tagged index that were not looked at (one manifest GET)."""
+    try:
+        manifest = await src.get_manifest(item.source_digest or "")
+    except GcrsyncError as exc:
+        return [], f"attached artifacts: {error_text(exc)}"
+    children = [c.digest for c in manifest.children if c.digest not in looked]
+    if not children:
+        return [], None
+    return await attach(src, dst, children, mover, item.spec.artifacts, item.attached_tags)
 
 
 def _known_unwanted_platform(item: PlanItem, mover: BlobMover) -> str | None:
