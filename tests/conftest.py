@@ -7,7 +7,7 @@ Session-scoped servers are shared by the whole suite to stay inside its time bud
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,9 @@ for _p in (str(_ROOT), str(Path(__file__).resolve().parent)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from gcrsync.registry.client import RegistryClient  # noqa: E402
+from gcrsync.registry.credentials import CredentialStore  # noqa: E402
+from gcrsync.registry.transport import Transport, TransportOptions  # noqa: E402
 from harness import MakeRegistry, RegistryServer, start_registry  # noqa: E402
 from tokenissuer import TokenIssuer  # noqa: E402
 
@@ -97,3 +100,10 @@ def make_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRegi
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[RegistryClient]:
+    """A RegistryClient with short retries and no Docker config (the referrers and artifact tests)."""
+    async with Transport(TransportOptions(max_attempts=2, backoff_base=0.01)) as transport:
+        yield RegistryClient(transport, CredentialStore(use_docker_config=False))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,6 @@ from harness import RegistryServer, skopeo_digest, unique_repo
 from personalities.referrers import ReferrersRegistry
 
 INDEX_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[RegistryClient]:
-    async with Transport(TransportOptions(max_attempts=2, backoff_base=0.01)) as transport:
-        yield RegistryClient(transport, CredentialStore(use_docker_config=False))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ layout to a registry, and go with their image when prune removes its last tag.""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,6 @@ from gcrsync.engine.copy import copy_image
 from gcrsync.layout import REF_NAME, LayoutRepository
 from gcrsync.oci import OCI_INDEX, OCI_MANIFEST, Manifest, fallback_tag, parse_manifest, sha256_digest
 from gcrsync.registry.client import RegistryClient
-from gcrsync.registry.credentials import CredentialStore
-from gcrsync.registry.transport import Transport, TransportOptions
 from harness import RegistryServer, unique_repo
 from personalities.referrers import ReferrersRegistry
 from test_artifacts import attach_all, referrer_digests
@@ -29,12 +27,6 @@ from test_layout import put_bytes, put_image, put_index
 from test_sync import run_sync
 
 SIG_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[RegistryClient]:
-    async with Transport(TransportOptions(max_attempts=2, backoff_base=0.01)) as transport:
-        yield RegistryClient(transport, CredentialStore(use_docker_config=False))
 
 
 @pytest.fixture

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from tools.imagefactory import SPDX_JSON, make_layer, push_attached, push_image
 
 from gcrsync.oci import fallback_tag, parse_manifest, referrer_entry
 from gcrsync.registry.client import RegistryClient
-from gcrsync.registry.credentials import CredentialStore
-from gcrsync.registry.transport import Transport, TransportOptions
 from harness import RegistryServer, unique_repo
 from personalities.referrers import ReferrersRegistry
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[RegistryClient]:
-    async with Transport(TransportOptions(max_attempts=2, backoff_base=0.01)) as transport:
-        yield RegistryClient(transport, CredentialStore(use_docker_config=False))
 
 
 def signed_image(server: Any, repo: str, seed: int) -> tuple[dict[str, Any], dict[str, str]]:
