@@ -1,6 +1,6 @@
 """Start-up: what the commands import. The figures are in bench/ (bench/importtime.py); this checks the
-claims they rest on: `gcrsync copy` without `-c` imports neither pydantic nor PyYAML, and no command off a
-terminal imports rich unless it prints a table (README "Start-up")."""
+claims they rest on: `gcrsync copy` without `-c` imports neither pydantic nor PyYAML, nor discovery or the
+planner, and no command off a terminal imports rich unless it prints a table (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from gcrsync.cli.settings import DEFAULT_TIMEOUT
 from gcrsync.config import Defaults
 from harness import RegistryServer, unique_repo
 
-HEAVY = ("pydantic", "yaml", "rich", "gcrsync.ledger", "gcrsync.config")
+HEAVY = ("pydantic", "yaml", "rich", "gcrsync.ledger", "gcrsync.config", "gcrsync.engine.plan",
+         "gcrsync.registry.discovery")
 PROBE = f"""
 import json, sys
 from gcrsync.cli import main
@@ -62,7 +63,8 @@ def test_a_sync_no_op_off_a_terminal_imports_no_rich_or_yaml(registry: RegistryS
     assert "rich" in loaded, out  # the first run copied: its table is printed with rich
     code, loaded, out = run_cli(tmp_path, *args)
     assert code in (0, None) and "1 unchanged" in out, out
-    assert loaded == ["gcrsync.config", "gcrsync.ledger", "pydantic"], out
+    assert loaded == ["gcrsync.config", "gcrsync.engine.plan", "gcrsync.ledger", "gcrsync.registry.discovery",
+                      "pydantic"], out
 
 
 def test_the_command_lines_default_timeout_is_the_configs() -> None:

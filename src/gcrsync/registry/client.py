@@ -24,7 +24,7 @@ from gcrsync.registry.transport import Transport
 
 if TYPE_CHECKING:  # discovery is imported when a namespace is listed: `gcrsync copy` never needs it
     from gcrsync.registry.discovery import DiscoveredRepo, Method
-    from gcrsync.registry.discovery.pages import JsonPage
+    from gcrsync.registry.pages import JsonPage
 
 MAX_JSON_BYTES = 32 * 1024 * 1024  # listings of big namespaces are large, but not unbounded
 
@@ -141,7 +141,7 @@ class RegistryClient:
     async def get_json(self, url: str) -> JsonPage:
         """GET a JSON document (listing APIs; implements discovery's JsonFetcher). Scopes are derived from
         registry API paths; the page remembers the URL that answered (after redirects)."""
-        from gcrsync.registry.discovery.pages import JsonPage
+        from gcrsync.registry.pages import JsonPage
 
         target = URL(url)
         scopes: set[str] = set()

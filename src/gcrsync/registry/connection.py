@@ -8,7 +8,7 @@ from typing import Protocol
 
 from yarl import URL
 
-from gcrsync.registry.discovery.pages import JsonPage
+from gcrsync.registry.pages import JsonPage
 from gcrsync.registry.request import Request, Response
 from gcrsync.registry.stats import TransportStats
 

@@ -17,9 +17,9 @@ from gcrsync.oci import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, Descriptor, Manife
 from gcrsync.reference import validate_repository
 from gcrsync.registry.auth import pull_scope, push_scope
 from gcrsync.registry.connection import Connection
-from gcrsync.registry.discovery.pages import api_pages
 from gcrsync.registry.errors import registry_error
 from gcrsync.registry.listing_parsers import next_link, parse_hub_tags, parse_tags_list
+from gcrsync.registry.pages import api_pages
 from gcrsync.registry.redirects import REDIRECT_STATUSES
 from gcrsync.registry.referrers import Referrers
 from gcrsync.registry.request import Request

@@ -21,9 +21,9 @@ from gcrsync.registry.discovery.catalog import list_catalog, list_given
 from gcrsync.registry.discovery.dockerhub import list_dockerhub, login_url
 from gcrsync.registry.discovery.gcr import list_gcr
 from gcrsync.registry.discovery.ghcr import list_ghcr
-from gcrsync.registry.discovery.pages import MAX_PAGES, JsonFetcher, JsonPage, Lister
 from gcrsync.registry.discovery.quay import list_quay
 from gcrsync.registry.listing_parsers import DiscoveryError, is_valid_repository
+from gcrsync.registry.pages import MAX_PAGES, JsonFetcher, JsonPage, Lister
 from gcrsync.types import DiscoveredRepo, TagInfo
 
 __all__ = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from gcrsync.errors import ConfigError
 from gcrsync.registry.discovery.gcr import merge, sorted_tags
-from gcrsync.registry.discovery.pages import Lister, gather
 from gcrsync.registry.listing_parsers import is_valid_repository, parse_catalog, parse_tags_list
+from gcrsync.registry.pages import Lister, gather
 from gcrsync.types import DiscoveredRepo, TagInfo
 
 

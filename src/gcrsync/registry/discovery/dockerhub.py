@@ -18,8 +18,8 @@ from yarl import URL
 from gcrsync.errors import AuthError, ConfigError, NotFound
 from gcrsync.registry.discovery.catalog import plain_tags
 from gcrsync.registry.discovery.gcr import sorted_tags
-from gcrsync.registry.discovery.pages import Lister, api_pages, gather
 from gcrsync.registry.listing_parsers import is_valid_component, parse_hub_repositories, parse_hub_tags
+from gcrsync.registry.pages import Lister, api_pages, gather
 from gcrsync.types import DiscoveredRepo, TagInfo
 
 log = logging.getLogger("gcrsync.discovery")

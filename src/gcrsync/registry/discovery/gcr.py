@@ -9,8 +9,8 @@ never mirrored as if it were everything.
 
 from __future__ import annotations
 
-from gcrsync.registry.discovery.pages import Lister, gather
 from gcrsync.registry.listing_parsers import DiscoveryError, check_repository, parse_tags_list
+from gcrsync.registry.pages import Lister, gather
 from gcrsync.types import DiscoveredRepo, TagInfo
 
 GOOGLE_LIST_CAP = 10_000

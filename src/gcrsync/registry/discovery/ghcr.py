@@ -19,8 +19,8 @@ from urllib.parse import quote, urlsplit
 
 from gcrsync.errors import AuthError, NotFound
 from gcrsync.registry.discovery.gcr import sorted_tags
-from gcrsync.registry.discovery.pages import Lister, gather
 from gcrsync.registry.listing_parsers import parse_github_packages, parse_github_versions
+from gcrsync.registry.pages import Lister, gather
 from gcrsync.types import DiscoveredRepo, TagInfo
 
 PER_PAGE = 100  # the API's maximum

@@ -25,7 +25,6 @@ from urllib.parse import quote
 from gcrsync.errors import ConfigError, RegistryError
 from gcrsync.registry.discovery.catalog import plain_tags
 from gcrsync.registry.discovery.gcr import sorted_tags
-from gcrsync.registry.discovery.pages import MAX_PAGES, Lister, gather
 from gcrsync.registry.listing_parsers import (
     DiscoveryError,
     describe,
@@ -35,6 +34,7 @@ from gcrsync.registry.listing_parsers import (
     parse_quay_repositories,
     parse_quay_tags,
 )
+from gcrsync.registry.pages import MAX_PAGES, Lister, gather
 from gcrsync.types import DiscoveredRepo, TagInfo
 
 log = logging.getLogger("gcrsync.discovery")

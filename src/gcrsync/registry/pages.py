@@ -1,5 +1,6 @@
-"""What every listing strategy shares: the fetcher interface, a bounded pool of listing requests, and
-pagination that can neither loop, run for ever, nor leave the host it started on."""
+"""What every listing shares (the discovery strategies, and a repository's tag list): the fetcher interface,
+a bounded pool of listing requests, and pagination that can neither loop, run for ever, nor leave the host
+it started on."""
 
 from __future__ import annotations
 
