@@ -18,6 +18,7 @@ from gcrsync.engine.artifacts import ArtifactPolicy, copy_attached
 from gcrsync.engine.blobs import BlobMover
 from gcrsync.engine.copy import copy_image
 from gcrsync.layout import REF_NAME, LayoutRepository
+from gcrsync.layout import index as index_module
 from gcrsync.oci import OCI_INDEX, OCI_MANIFEST, Manifest, fallback_tag, parse_manifest, sha256_digest
 from gcrsync.registry.client import RegistryClient
 from harness import RegistryServer, unique_repo
@@ -195,3 +196,26 @@ def test_sync_into_layouts_keeps_signatures_indexed_and_prunes_them_with_their_i
     remaining = {p.name for p in (layout / "blobs" / "sha256").iterdir()}
     assert not {d.split(":")[1] for d in (index, *artifacts.values())} & remaining
     assert keep.split(":")[1] in remaining
+
+
+async def test_an_unchanged_index_is_parsed_once_and_a_changed_one_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each image of a run asks the layout again (tags, referrers): re-validating index.json every time made a
+    # no-op into a layout of N images cost N². Another writer's change must still be seen at once.
+    first = LayoutRepository(tmp_path / "layout", create=True)
+    image = await put_image(first, "v1", "img")
+    await put_referrer(first, image, "sig")
+    second = LayoutRepository(tmp_path / "layout", create=False)
+    validated: list[str] = []
+    real = index_module.Descriptor.from_json
+    monkeypatch.setattr(index_module.Descriptor, "from_json",
+                        staticmethod(lambda obj, where: validated.append(where) or real(obj, where)))
+    loads = lambda: len([w for w in validated if w.startswith("oci:")])  # noqa: E731 (index.json's checks)
+    for _ in range(3):
+        assert await second.list_tags() == ["v1"]
+        assert [r["digest"] for r in await second.referrers(image.digest) or []] != []
+    assert loads() == 2  # two entries, validated once
+    await first.put_manifest("v2", image)  # another repository object (another process) writes
+    assert await second.list_tags() == ["v1", "v2"]
+    assert loads() == 2 + 2 + 3  # the writer read the 2 entries before writing, the reader reads the new 3

@@ -47,6 +47,16 @@ class Subjects:
         return self._look(entry)[1]
 
 
+def by_subject(entries: Iterable[Entry], subjects: Subjects) -> dict[str, list[Entry]]:
+    """The roots of index.json that are referrers, grouped by their subject's digest."""
+    out: dict[str, list[Entry]] = {}
+    for entry in entries:
+        subject = subjects.subject_of(entry)
+        if subject is not None:
+            out.setdefault(subject, []).append(entry)
+    return out
+
+
 def referrers_of(entries: Iterable[Entry], subject: str, subjects: Subjects) -> list[dict[str, Any]]:
     """The referrers of `subject` among the roots of index.json, once each, in index order."""
     out: dict[str, dict[str, Any]] = {}

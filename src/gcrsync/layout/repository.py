@@ -25,7 +25,7 @@ from typing import Any
 
 from gcrsync.errors import DigestMismatch, GcrsyncError, InvalidReference, ManifestError, NotFound
 from gcrsync.layout.index import IndexFile, classify, entry_tag, index_lock
-from gcrsync.layout.referrers import Subjects, dependents, referrers_of, untagged_entry
+from gcrsync.layout.referrers import Subjects, by_subject, dependents, referrers_of, untagged_entry
 from gcrsync.layout_io import (
     CHUNK_SIZE,
     TMP_PREFIX,
@@ -70,6 +70,7 @@ class LayoutRepository:
         self._ensured = False
         self._index = IndexFile(self._root, self.name)
         self._subjects = Subjects(self._manifest_bytes)
+        self._by_subject: tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]] | None = None
 
     @property
     def name(self) -> str:
@@ -100,16 +101,11 @@ class LayoutRepository:
         return self._root / "blobs" / algorithm / hex_part
 
     def _tagged(self, tag: str) -> Descriptor | None:
-        for i, entry in enumerate(self._index.entries()):
-            if entry_tag(entry) == tag:
-                return Descriptor.from_json(entry, f"index.json manifests[{i}]")
-        return None
+        found = self._index.tagged(tag)
+        return Descriptor.from_json(found[1], f"index.json manifests[{found[0]}]") if found else None
 
     def _indexed_media_type(self, digest: str) -> str | None:
-        for entry in self._index.entries():
-            if entry.get("digest") == digest and entry.get("mediaType"):
-                return str(entry["mediaType"])
-        return None
+        return self._index.media_type(digest)
 
     def _ensure_layout(self) -> None:
         if self._ensured:
@@ -250,7 +246,11 @@ class LayoutRepository:
         return list(dict.fromkeys(tags))
 
     def _referrers(self, digest: str) -> list[dict[str, Any]]:
-        found = referrers_of(self._index.entries(), digest, self._subjects)
+        doc = self._index.load()
+        entries: list[dict[str, Any]] = doc["manifests"] if doc else []
+        if self._by_subject is None or self._by_subject[0] is not entries:  # index.json changed: map it again
+            self._by_subject = (entries, by_subject(entries, self._subjects))
+        found = referrers_of(self._by_subject[1].get(digest, []), digest, self._subjects)
         listed = {r["digest"] for r in found}
         return found + [r for r in self._fallback(digest)[0] if r["digest"] not in listed]
 
