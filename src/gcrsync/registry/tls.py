@@ -7,7 +7,9 @@ request a context from `TlsContexts`, built on the first https request, so a run
 HTTP to a loopback registry never reads the bundle. `import_aiohttp` therefore imports aiohttp with the
 loading of default verify paths switched off for the duration of that import only. The two contexts
 aiohttp keeps then trust no certificate authority: anything that reached them would fail verification,
-never skip it (tests/test_transport.py checks both halves).
+never skip it (tests/test_transport.py checks both halves). The switch is process-wide while it lasts: a
+program whose other thread builds a default context during that import gets one that trusts nothing, and
+fails the same safe way. Where aiohttp was imported before gcrsync, nothing is switched.
 """
 
 from __future__ import annotations
