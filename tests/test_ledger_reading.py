@@ -124,3 +124,20 @@ def test_which_problem_is_reported(text: str, message: str) -> None:
     with pytest.raises(LedgerError) as info:
         Ledger.from_json(text, "w.json")
     assert str(info.value).startswith(message)
+
+
+def test_equal_times_and_media_types_are_shared_between_entries() -> None:
+    # A run records its tags with the same few times and media types; a 50,000-tag ledger held each as its
+    # own object (bench/README.md: ~9 MiB of a no-op's peak).
+    media = "application/vnd.oci.image.index.v1+json"
+    text = doc(json.dumps({"app": {"v1": {**ENTRY, "media_type": media}, "v2": {**ENTRY, "media_type": media}},
+                           "web": {"v1": {**ENTRY, "media_type": media}}}))
+    ledger = Ledger.from_json(text, "test")
+    entries = [ledger.get("app", "v1"), ledger.get("app", "v2"), ledger.get("web", "v1")]
+    assert all(e is not None for e in entries)
+    first = entries[0]
+    assert first is not None and first.last_synced is not None and first.media_type == media
+    for other in entries[1:]:
+        assert other is not None
+        assert other.first_synced is first.first_synced and other.last_synced is first.last_synced
+        assert other.media_type is first.media_type

@@ -6,6 +6,7 @@ untrusted input (pydantic strict models, names checked before they become paths)
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -63,16 +64,21 @@ def _utc(when: datetime) -> datetime:
 
 def _parse_time(value: object) -> object:
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"not an ISO 8601 time: {value[:40]!r}") from exc
-        if parsed.tzinfo is None:
-            raise ValueError(f"time without a time zone: {value[:40]!r}")
-        return _utc(parsed)
+        return _time_of(value)
     if isinstance(value, datetime):
         return _utc(value)
     return value
+
+
+@functools.lru_cache(maxsize=4096)  # one (immutable) datetime per time text: a run's tags share a few times
+def _time_of(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"not an ISO 8601 time: {value[:40]!r}") from exc
+    if parsed.tzinfo is None:
+        raise ValueError(f"time without a time zone: {value[:40]!r}")
+    return _utc(parsed)
 
 
 def _matching(pattern: re.Pattern[str], what: str) -> BeforeValidator:
@@ -378,6 +384,8 @@ def _image(repo: str, tags: object, where: str, convert: Callable[[str, dict[str
     while tags:  # last tag first, as they were always read
         tag, raw = tags.popitem()
         tag = names.setdefault(tag, tag)  # one string per tag name in the file, as json.loads keeps keys
+        if isinstance(raw, dict) and isinstance(raw.get("media_type"), str):
+            raw["media_type"] = names.setdefault(raw["media_type"], raw["media_type"])  # a handful of types
         if not is_tag(tag):
             return LedgerError(f"{where}: image {repo[:80]!r}: invalid tag {tag[:80]!r}")
         if not isinstance(raw, dict):
