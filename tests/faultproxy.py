@@ -34,6 +34,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from personalities.base import ThreadedApp, catch_all
+
 STATUS_KINDS = {"500": 500, "502": 502, "503": 503, "429": 429, "413": 413}
 FAULT_KINDS = frozenset({*STATUS_KINDS, "reset", "truncate", "stall", "trickle"})
 _ERROR_CODES = {500: "UNKNOWN", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 429: "TOOMANYREQUESTS", 413: "SIZE_INVALID"}
@@ -190,10 +192,7 @@ class FaultProxy:
         self._random_faults = 0
         self._stats = ProxyStats()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.ServerRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._server: ThreadedApp | None = None
         self._stopping: asyncio.Event | None = None
         self._hold: tuple[str, str] | None = None  # (method, path regex) of the one request to hold
         self._released: asyncio.Event | None = None
@@ -254,8 +253,9 @@ class FaultProxy:
         """Let the held request (and any later one matching the hold) go on to the upstream."""
         with self._lock:
             self._hold = None
-        if self._loop is not None and self._released is not None:
-            self._loop.call_soon_threadsafe(self._released.set)
+        loop = self._server.loop if self._server is not None else None
+        if loop is not None and self._released is not None:
+            loop.call_soon_threadsafe(self._released.set)
 
     def clear_faults(self) -> None:
         """Drop every fault, queued fault, header rule and lie (stats are kept)."""
@@ -274,55 +274,30 @@ class FaultProxy:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> FaultProxy:
-        if self._loop is not None:
+        if self._server is not None:
             raise FaultProxyError("proxy already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))  # bound here, so no free-port race
-        port = int(sock.getsockname()[1])
-        self.host = f"127.0.0.1:{port}"
-        self.url = f"http://{self.host}"
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"faultproxy-{port}", daemon=True)
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._astart(sock), self._loop).result(timeout=30)
-        except Exception as exc:
-            self.stop()
-            raise FaultProxyError(f"fault proxy failed to start: {exc}") from exc
-        return self
-
-    async def _astart(self, sock: socket.socket) -> None:
-        self._stopping = asyncio.Event()
-        self._session = aiohttp.ClientSession(
-            auto_decompress=False,  # bytes must reach the client exactly as the registry sent them
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        self._stopping = asyncio.Event()  # bound to the proxy's loop when first awaited there
+        stopping = self._stopping
+        self._server = ThreadedApp(
+            catch_all(self._handle), "faultproxy", on_stop=stopping.set,
+            session_options={  # bytes must reach the client exactly as the registry sent them
+                "skip_auto_headers": ("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                "timeout": aiohttp.ClientTimeout(total=None, sock_connect=10),
+            },
         )
-        self._runner = web.ServerRunner(web.Server(self._handle, access_log=None), shutdown_timeout=2.0)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        try:
+            self._server.start()
+        except Exception as exc:
+            self._server = None
+            raise FaultProxyError(f"fault proxy failed to start: {exc}") from exc
+        self.host, self.url = self._server.host, self._server.url
+        return self
 
     def stop(self) -> None:
         """Stop serving; stalled requests end at once. Idempotent."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=30)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
-            loop.close()
-            self._loop = self._thread = None
-
-    async def _astop(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        if self._server is not None:
+            self._server.stop()  # requests still being handled keep reaching its session until it closes
+            self._server = None
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -445,9 +420,10 @@ class FaultProxy:
             return await self._error(request, STATUS_KINDS[fault.kind], f"injected fault {fault.kind}", fault)
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP)
         headers["Host"] = self._upstream_host
-        assert self._session is not None
+        session = self._server.session if self._server is not None else None
+        assert session is not None
         try:
-            async with self._session.request(
+            async with session.request(
                 method,
                 URL(self.upstream + request.rel_url.raw_path_qs, encoded=True),
                 headers=headers,

@@ -26,46 +26,62 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ThreadedApp:
-    """Serve `app` on 127.0.0.1:<free port> from a daemon thread; `url`, `host`; start/stop or `with`."""
+    """Serve `app` on 127.0.0.1:<free port> from a daemon thread; `url`, `host`; start/stop or `with`.
 
-    def __init__(self, app: web.Application, name: str) -> None:
+    `session_options` tune the client session handlers use to reach the real registry; `on_stop` runs on
+    the app's loop before it stops serving (the fault proxy ends its stalled requests there)."""
+
+    def __init__(self, app: web.Application, name: str, *, session_options: dict[str, Any] | None = None,
+                 on_stop: Callable[[], None] | None = None) -> None:
         self.app = app
         self.name = name
         self.url = ""
         self.host = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._session_options = session_options or {}
+        self._on_stop = on_stop
         self.session: aiohttp.ClientSession | None = None  # for handlers that read the real registry
 
     def start(self) -> ThreadedApp:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", 0))  # bound here, so no free-port race
         self.host = f"127.0.0.1:{sock.getsockname()[1]}"
         self.url = f"http://{self.host}"
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=self.name, daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=self.name, daemon=True)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._astart(sock), self._loop).result(timeout=30)
+        try:
+            asyncio.run_coroutine_threadsafe(self._astart(sock), self.loop).result(timeout=30)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     async def _astart(self, sock: socket.socket) -> None:
-        self.session = aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+        options = {"auto_decompress": False, "cookie_jar": aiohttp.DummyCookieJar(), **self._session_options}
+        self.session = aiohttp.ClientSession(**options)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
+        """Stop serving and close the loop. Idempotent."""
+        loop, thread = self.loop, self._thread
         if loop is None or thread is None:
             return
-        asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        loop.close()
-        self._loop = self._thread = None
+        try:
+            asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=30)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            loop.close()
+            self.loop = self._thread = None
 
     async def _astop(self) -> None:
+        if self._on_stop is not None:
+            self._on_stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.session is not None:
