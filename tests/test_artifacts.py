@@ -212,9 +212,12 @@ def test_a_recursive_signature_added_later_reaches_the_index_children(
                 *({k: c[k] for k in ("mediaType", "digest", "size")} for c in json.loads(index_raw)["manifests"])]
     sigs = {s["digest"]: push_attached(pusher, f"{ns}/app", "sig", s, seed=1811 + i)[0]
             for i, s in enumerate(subjects)}
+    fronts["plain-src"].clear_requests()
     code, out, report = cli(tmp_path, *args)
     assert code == 0 and report["totals"]["states"] == {"unchanged": 1}, out
     assert report["totals"]["artifacts_copied"] == 3
+    index_gets = [r for r in fronts["plain-src"].requests() if r.method == "GET" and r.path.endswith(index)]
+    assert len(index_gets) == 1  # the children were learnt from one manifest GET
     for subject, sig in sigs.items():
         assert [e["digest"] for e in asyncio.run(_fallback(client_host=dst.host, repo=f"{ns}/app",
                                                            digest=subject))] == [sig]

@@ -136,6 +136,29 @@ async def test_prune_takes_the_referrers_of_an_index_child_unless_another_tag_re
     assert not blob_exists(repo, index.digest) and not blob_exists(repo, second.digest)
 
 
+async def test_prune_keeps_every_referrer_when_what_remains_cannot_be_read(tmp_path: Path) -> None:
+    # Partial information: a remaining manifest is unreadable, so what it reaches (perhaps the image) is
+    # unknown. The tag goes; no referrer and no blob does.
+    repo = LayoutRepository(tmp_path / "layout", create=True)
+    gone, other = await put_image(repo, "v1", "gone"), await put_image(repo, "v2", "other")
+    sig = await put_referrer(repo, gone, "sig")
+    (repo.path / "blobs" / "sha256" / other.digest.split(":")[1]).write_bytes(b"not a manifest")
+    before = {p.name for p in (repo.path / "blobs" / "sha256").iterdir()}
+    assert await repo.remove_tag("v1", gone.digest)
+    assert tags(repo.path) == ["v2"] and [e["digest"] for e in untagged(repo.path)] == [sig.digest]
+    assert {p.name for p in (repo.path / "blobs" / "sha256").iterdir()} == before
+
+
+async def test_prune_keeps_the_referrers_when_the_removed_image_cannot_be_read(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "layout", create=True)
+    gone = await put_image(repo, "v1", "gone")
+    sig = await put_referrer(repo, gone, "sig")
+    (repo.path / "blobs" / "sha256" / gone.digest.split(":")[1]).write_bytes(b"not a manifest")
+    assert await repo.remove_tag("v1", gone.digest)
+    assert tags(repo.path) == [] and [e["digest"] for e in untagged(repo.path)] == [sig.digest]
+    assert blob_exists(repo, sig.digest)
+
+
 async def test_signatures_travel_registry_to_layout_to_registry(
     native: ReferrersRegistry, registry2: RegistryServer, client: RegistryClient, tmp_path: Path,
 ) -> None:
@@ -205,7 +228,11 @@ async def test_an_unchanged_index_is_parsed_once_and_a_changed_one_again(
     # no-op into a layout of N images cost N². Another writer's change must still be seen at once.
     first = LayoutRepository(tmp_path / "layout", create=True)
     image = await put_image(first, "v1", "img")
-    await put_referrer(first, image, "sig")
+    sig = await put_referrer(first, image, "sig")
+    reads: list[str] = []
+    real_read = LayoutRepository._manifest_bytes
+    monkeypatch.setattr(LayoutRepository, "_manifest_bytes",
+                        lambda self, digest: reads.append(digest) or real_read(self, digest))
     second = LayoutRepository(tmp_path / "layout", create=False)
     validated: list[str] = []
     real = index_module.Descriptor.from_json
@@ -216,6 +243,7 @@ async def test_an_unchanged_index_is_parsed_once_and_a_changed_one_again(
         assert await second.list_tags() == ["v1"]
         assert [r["digest"] for r in await second.referrers(image.digest) or []] != []
     assert loads() == 2  # two entries, validated once
+    assert sorted(reads) == sorted([image.digest, sig.digest])  # each root's manifest read once, not per lookup
     await first.put_manifest("v2", image)  # another repository object (another process) writes
     assert await second.list_tags() == ["v1", "v2"]
     assert loads() == 2 + 2 + 3  # the writer read the 2 entries before writing, the reader reads the new 3
